@@ -1,0 +1,276 @@
+"Learner mechanics on small synthetic tensors, plus one real-data accuracy check."
+import copy, math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from miniai.callbacks import (Callback, CancelBatchException, CancelEpochException, CancelFitException, SingleBatchCB,
+                              run_cbs)
+from miniai.conv import simple_cnn
+from miniai.datasets import DataLoaders, fashion_dls, set_seed, tensor_dl
+from miniai.learner import (DeviceCB, Learner, LRFinderCB, MetricsCB, MomentumLearner, ProgressCB, TrainCB,
+                            TrainLearner, lr_find)
+from miniai.metrics import Accuracy, Mean
+
+
+def toy_dls(n_train=10, n_valid=7, bs=4):
+    g = torch.Generator().manual_seed(0)
+    xt, xv = torch.randn(n_train, 3, generator=g), torch.randn(n_valid, 3, generator=g)
+    yt, yv = torch.randint(0, 2, (n_train,), generator=g), torch.randint(0, 2, (n_valid,), generator=g)
+    return DataLoaders(tensor_dl(xt, yt, bs=bs), tensor_dl(xv, yv, bs=bs))
+
+
+def toy_learner(cbs=(), **kw):
+    torch.manual_seed(0)
+    return Learner(nn.Linear(3, 2), toy_dls(**kw), F.cross_entropy, lr=0.1, cbs=[TrainCB(), *cbs])
+
+
+class Recorder(Callback):
+    "Records every event it sees, with epoch/phase/iter where meaningful."
+    events = ('before_fit', 'after_fit', 'after_cancel_fit', 'cleanup_fit', 'before_epoch', 'after_epoch',
+              'after_cancel_epoch', 'cleanup_epoch', 'before_batch', 'after_batch', 'after_cancel_batch',
+              'cleanup_batch', 'after_predict', 'after_loss', 'after_backward', 'after_step')
+    def __init__(self): self.log = []
+    def __getattribute__(self, name):
+        if name in Recorder.events: return lambda learn: self.log.append(name)
+        return super().__getattribute__(name)
+
+
+def test_event_sequence_of_one_batch_fit():
+    rec = Recorder()
+    learn = toy_learner([rec], n_train=4, n_valid=4)
+    learn.fit(1)
+    train_batch = ['before_batch', 'after_predict', 'after_loss', 'after_backward', 'after_step', 'after_batch',
+                   'cleanup_batch']
+    valid_batch = ['before_batch', 'after_predict', 'after_loss', 'after_batch', 'cleanup_batch']
+    assert rec.log == (['before_fit', 'before_epoch', *train_batch, 'after_epoch', 'cleanup_epoch',
+                        'before_epoch', *valid_batch, 'after_epoch', 'cleanup_epoch', 'after_fit', 'cleanup_fit'])
+
+
+def test_callbacks_run_in_order_attribute():
+    seen = []
+    class A(Callback):
+        def __init__(self, order): self.order = order
+        def before_fit(self, learn): seen.append(self.order)
+    run_cbs([A(5), A(-2), A(0), A(1)], 'before_fit')
+    assert seen == [-2, 0, 1, 5]
+
+
+class Cancel(Callback):
+    def __init__(self, exc, when): self.exc, self.when = exc, when
+    def after_batch(self, learn):
+        if self.when(learn): raise self.exc()
+
+
+def test_cancel_batch_skips_only_that_batch():
+    rec = Recorder()
+    # cancel in after_predict of training batch 1: its loss/backward/step must not happen
+    class CancelAtPredict(Callback):
+        def after_predict(self, learn):
+            if learn.training and learn.iter == 1: raise CancelBatchException()
+    learn = toy_learner([rec, CancelAtPredict()], n_train=12, n_valid=4)
+    learn.fit(1, valid=False)
+    assert rec.log.count('after_cancel_batch') == 1
+    assert rec.log.count('after_step') == 2 and rec.log.count('cleanup_batch') == 3
+    assert rec.log[-1] == 'cleanup_fit' and 'after_fit' in rec.log
+
+
+def test_cancel_epoch_skips_rest_of_phase_but_fit_continues():
+    rec = Recorder()
+    learn = toy_learner([rec, Cancel(CancelEpochException, lambda l: l.training and l.iter == 0)], n_train=12)
+    learn.fit(2)
+    assert rec.log.count('after_cancel_epoch') == 2            # each training phase cancelled
+    assert rec.log.count('after_step') == 2                     # one step per epoch, then cancelled
+    assert rec.log.count('cleanup_epoch') == 4 and 'after_fit' in rec.log
+
+
+def test_cancel_fit_runs_after_cancel_and_cleanup_but_not_after_fit():
+    rec = Recorder()
+    learn = toy_learner([rec, SingleBatchCB()])
+    learn.fit(3)
+    assert rec.log.count('before_batch') == 1
+    assert 'after_fit' not in rec.log
+    assert rec.log[-2:] == ['after_cancel_fit', 'cleanup_fit']
+
+
+def test_fit_callbacks_removed_even_when_fit_raises():
+    class Boom(Callback):
+        def after_batch(self, learn): raise RuntimeError('boom')
+    learn = toy_learner()
+    before = list(learn.cbs)
+    with pytest.raises(RuntimeError, match='boom'):
+        learn.fit(1, cbs=[Boom(), MetricsCB()])
+    assert learn.cbs == before
+    learn.fit(1)  # still usable
+
+
+def test_keyboard_interrupt_leaves_learner_usable():
+    class CtrlC(Callback):
+        def after_batch(self, learn): raise KeyboardInterrupt
+    learn = toy_learner([MetricsCB(), ProgressCB()])
+    with pytest.raises(KeyboardInterrupt):
+        learn.fit(2, cbs=CtrlC())
+    assert not any(isinstance(c, CtrlC) for c in learn.cbs)
+    assert '_log' not in learn.metrics.__dict__    # ProgressCB put MetricsCB's logger back
+    learn.fit(1)
+    assert learn.model(torch.zeros(1, 3)).shape == (1, 2)
+
+
+def test_callback_attribute_access_and_typo_message():
+    class Peek(Callback):
+        def before_fit(self, learn):
+            self.seen = (self.learn is learn, self.model is learn.model, self.opt is learn.opt, self.n_epochs)
+    p = Peek()
+    toy_learner([p]).fit(2)
+    assert p.seen == (True, True, True, 2)
+    class Typo(Callback):
+        def before_fit(self, learn): return self.modle
+    with pytest.raises(AttributeError, match="'Typo' object has no attribute 'modle'"):
+        toy_learner([Typo()]).fit(1)
+    with pytest.raises(AttributeError, match='is not set'):
+        Peek().model
+
+
+def test_setting_a_forwarded_attribute_warns():
+    class Bad(Callback):
+        def before_batch(self, learn): self.batch = None
+    with pytest.warns(UserWarning, match='learn.batch'):
+        toy_learner([Bad()]).fit(1, valid=False)
+
+
+def test_metrics_weighted_by_batch_size_exactly():
+    "Constant-prediction model: the per-item loss and accuracy are known exactly, last batch partial."
+    class Const(nn.Module):
+        def __init__(self): super().__init__(); self.w = nn.Parameter(torch.zeros(()))
+        def forward(self, x): return torch.stack([x[:, 0]*0 + self.w*0, x[:, 0]*0 + 1.0], 1)  # always class 1
+    x = torch.zeros(10, 1)
+    y = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0, 0, 1])   # batches of 4: acc 1.0, 0.0, 0.5
+    dls = DataLoaders(tensor_dl(x, y, bs=4), tensor_dl(x, y, bs=4))
+    m = MetricsCB(accuracy=Accuracy())
+    Learner(Const(), dls, F.cross_entropy, lr=0., cbs=[TrainCB(), m]).fit(1)
+    row = m.last('valid')
+    assert row['accuracy'] == pytest.approx(5/10)          # unweighted mean of batch accuracies would be 0.5 too...
+    logits = torch.tensor([0., 1.])
+    want = F.cross_entropy(logits.expand(10, 2), y).item()
+    assert row['loss'] == pytest.approx(want, rel=1e-6)
+    # ...so check the loss weighting on a case where the unweighted batch mean differs
+    y2 = torch.tensor([1, 1, 1, 1, 1, 1, 1, 1, 0, 0])   # batch losses: low, low, high (partial batch of 2)
+    dls2 = DataLoaders(tensor_dl(x, y2, bs=4), tensor_dl(x, y2, bs=4))
+    m2 = MetricsCB(accuracy=Accuracy())
+    Learner(Const(), dls2, F.cross_entropy, lr=0., cbs=[TrainCB(), m2]).fit(1)
+    want2 = F.cross_entropy(logits.expand(10, 2), y2).item()
+    per_batch = [F.cross_entropy(logits.expand(len(c), 2), c).item() for c in y2.split(4)]
+    assert m2.last('valid')['loss'] == pytest.approx(want2, rel=1e-6)
+    assert abs(sum(per_batch)/3 - want2) > 0.1            # the naive mean would be visibly wrong
+    assert m2.last('valid')['accuracy'] == pytest.approx(0.8)
+
+
+def test_metrics_accept_torcheval_objects():
+    torcheval = pytest.importorskip('torcheval.metrics')
+    m = MetricsCB(torcheval.MulticlassAccuracy(), mine=Accuracy())
+    toy_learner([m]).fit(1)
+    row = m.last('valid')
+    assert row['MulticlassAccuracy'] == pytest.approx(row['mine'])
+
+
+def test_mean_metric():
+    m = Mean()
+    m.update(torch.tensor(2.), weight=3); m.update(torch.tensor(4.), weight=1)
+    assert m.compute().item() == pytest.approx(2.5)
+    assert math.isnan(Mean().compute().item())
+
+
+def test_bad_arguments_fail_before_training():
+    learn = toy_learner()
+    w = learn.model.weight.clone()
+    for kwargs, msg in [(dict(n_epochs=-1), 'n_epochs must be'), (dict(n_epochs=1.5), 'n_epochs must be'),
+                        (dict(lr=-1e-3), 'lr must be >= 0')]:
+        n = kwargs.pop('n_epochs', 1)
+        with pytest.raises(ValueError, match=msg):
+            learn.fit(n, **kwargs)
+    assert torch.equal(w, learn.model.weight)
+    empty = DataLoaders(tensor_dl(torch.zeros(3, 3), torch.zeros(3).long(), bs=4, drop_last=True),
+                        tensor_dl(torch.zeros(3, 3), torch.zeros(3).long(), bs=4))
+    with pytest.raises(ValueError, match='training DataLoader is empty'):
+        Learner(nn.Linear(3, 2), empty, F.cross_entropy, cbs=[TrainCB()]).fit(1)
+    with pytest.raises(ValueError, match='No learning rate'):
+        MomentumLearner(nn.Linear(3, 2), toy_dls(), F.cross_entropy).fit(1)
+
+
+def test_shape_mismatch_names_both_shapes():
+    learn = Learner(nn.Linear(3, 5), toy_dls(), F.mse_loss, cbs=[TrainCB()])
+    with pytest.raises(ValueError, match=r'\(4, 5\).*\(4,\)'):
+        learn.fit(1)
+    learn = TrainLearner(nn.Linear(3, 2), toy_dls(), lambda p, t: F.cross_entropy(p, t.float()[:, None]), lr=0.1)
+    with pytest.raises(ValueError, match=r'model output of shape \(4, 2\)'):
+        learn.fit(1)
+
+
+def test_train_learner_equals_traincb():
+    a = toy_learner()
+    torch.manual_seed(0)
+    b = TrainLearner(nn.Linear(3, 2), toy_dls(), F.cross_entropy, lr=0.1)
+    a.fit(2); b.fit(2)
+    assert torch.allclose(a.model.weight, b.model.weight)
+
+
+def test_momentum_learner_matches_torch_sgd_momentum():
+    torch.manual_seed(0)
+    m1 = nn.Linear(3, 2); m2 = copy.deepcopy(m1)
+    MomentumLearner(m1, toy_dls(), F.cross_entropy, lr=0.1, mom=0.9).fit(2, valid=False)
+    opt = torch.optim.SGD(m2.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(2):
+        for xb, yb in toy_dls().train:
+            F.cross_entropy(m2(xb), yb).backward(); opt.step(); opt.zero_grad()
+    assert torch.allclose(m1.weight, m2.weight, atol=1e-6)
+
+
+def test_lr_find_restores_weights_and_suggests():
+    set_seed(0)
+    learn = MomentumLearner(nn.Sequential(nn.Linear(3, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2)),
+                            toy_dls(n_train=400, bs=8), F.cross_entropy)
+    before = copy.deepcopy(learn.model.state_dict())
+    lr = learn.lr_find(gamma=1.3, plot=False)
+    for k, v in learn.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    cb = learn.lr_finder
+    assert len(cb.lrs) == len(cb.losses) > 3
+    assert cb.lrs[1] == pytest.approx(cb.lrs[0]*1.3)
+    assert cb.lrs[0] == pytest.approx(1e-5)
+    assert lr == pytest.approx(cb.lrs[cb.losses.index(min(cb.losses))]/10)
+    assert lr_find is not None
+
+
+def test_lr_find_restores_weights_even_on_error():
+    class Boom(Callback):
+        order = 10
+        def after_batch(self, learn):
+            if learn.iter == 2: raise RuntimeError('boom')
+    learn = toy_learner([Boom()])
+    before = copy.deepcopy(learn.model.state_dict())
+    with pytest.raises(RuntimeError):
+        learn.lr_find(plot=False, max_mult=1e9)   # never stop on loss: the error must stop it
+    assert all(torch.equal(v, before[k]) for k, v in learn.model.state_dict().items())
+
+
+def test_device_cb_moves_batches():
+    seen = []
+    class Where(Callback):
+        order = DeviceCB.order + 1
+        def before_batch(self, learn): seen.append(learn.batch[0].device.type)
+    toy_learner([DeviceCB('cpu'), Where()]).fit(1)
+    assert set(seen) == {'cpu'}
+
+
+def test_simple_cnn_with_batchnorm_reaches_086_in_two_epochs():
+    "Real data, full training set: the lesson's CNN with BatchNorm, 2 epochs."
+    set_seed(42)
+    dls = fashion_dls(bs=256)
+    metrics = MetricsCB(accuracy=Accuracy())
+    learn = MomentumLearner(simple_cnn(norm=True), dls, F.cross_entropy, lr=0.2, mom=0.85, cbs=[DeviceCB(), metrics])
+    learn.fit(2)
+    acc = metrics.last('valid')['accuracy']
+    print(f"simple CNN + BatchNorm, 2 epochs: test accuracy {acc:.4f}")
+    assert acc >= 0.86
