@@ -1,0 +1,131 @@
+"Checkpoints: atomic saves, refusing bad files, exact resume in a new process, the NaN guard, Ctrl-C, seeding."
+import os, subprocess, sys, textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from miniai.callbacks import Callback
+from miniai.checkpoint import CheckpointCB, CheckpointError, atomic_save, read_checkpoint
+from miniai.conv import simple_cnn
+from miniai.datasets import fashion_dls, set_seed
+from miniai.learner import Learner, MetricsCB, MomentumLearner, NonFiniteLossError, ProgressCB, TrainCB
+from miniai.metrics import Accuracy
+
+
+def small_dls():
+    return fashion_dls(bs=64, n_train=640, n_valid=256)
+
+
+def make_learner(cbs=(), nfs=(8, 16, 32, 64)):
+    set_seed(0)
+    return MomentumLearner(simple_cnn(nfs=nfs, norm=True), small_dls(), F.cross_entropy, lr=0.1,
+                           cbs=[MetricsCB(accuracy=Accuracy()), *cbs])
+
+
+RUN = textwrap.dedent('''
+    import sys, torch, torch.nn.functional as F
+    from miniai.datasets import fashion_dls, set_seed
+    from miniai.conv import simple_cnn
+    from miniai.metrics import Accuracy
+    from miniai.learner import MomentumLearner, MetricsCB
+    mode, n, ckpt, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    set_seed(0)
+    metrics = MetricsCB(accuracy=Accuracy())
+    learn = MomentumLearner(simple_cnn(norm=True), fashion_dls(bs=64, n_train=640, n_valid=256), F.cross_entropy,
+                            lr=0.1, cbs=[metrics])
+    if mode == 'resume': learn.load(ckpt)
+    learn.fit(n)
+    if mode == 'first': learn.save(ckpt)
+    torch.save({'model': learn.model.state_dict(),
+                'history': [{k: v for k, v in r.items() if k != 'time'} for r in metrics.history]}, out)
+''')
+
+
+def test_exact_resume_in_a_new_process(tmp_path):
+    (tmp_path / 'run.py').write_text(RUN)
+    def run(*args): subprocess.run([sys.executable, str(tmp_path / 'run.py'), *map(str, args)], check=True)
+    run('straight', 4, tmp_path / 'x.pth', tmp_path / 'straight.pt')
+    run('first', 2, tmp_path / 'ckpt.pth', tmp_path / 'first.pt')
+    run('resume', 4, tmp_path / 'ckpt.pth', tmp_path / 'resumed.pt')
+    a, b = torch.load(tmp_path / 'straight.pt'), torch.load(tmp_path / 'resumed.pt')
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    assert a['history'] == b['history'] and len(a['history']) == 8
+
+
+def test_same_seed_same_metrics():
+    def run():
+        learn = make_learner()
+        learn.fit(1)
+        return [{k: v for k, v in r.items() if k != 'time'} for r in learn.metrics.history]
+    assert run() == run()
+
+
+def test_bad_checkpoints_are_refused_and_nothing_changes(tmp_path):
+    learn = make_learner()
+    learn.save(tmp_path / 'good.pth', epochs_done=0)
+    raw = (tmp_path / 'good.pth').read_bytes()
+    (tmp_path / 'cut.pth').write_bytes(raw[:len(raw)//3])
+    (tmp_path / 'junk.pth').write_bytes(b'\x00' * 100)
+    torch.save({'a': 1}, tmp_path / 'notours.pth')
+    make_learner(nfs=(8, 16, 32, 48)).save(tmp_path / 'other.pth', epochs_done=0)
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    for name, msg in [('cut.pth', 'truncated or corrupt'), ('junk.pth', 'truncated or corrupt'),
+                      ('notours.pth', 'not a miniai checkpoint'), ('other.pth', 'different shapes'),
+                      ('missing.pth', 'no such checkpoint')]:
+        with pytest.raises(CheckpointError, match=msg) as e:
+            learn.load(tmp_path / name)
+        assert name in str(e.value)
+    with pytest.raises(CheckpointError, match=r"3\.0\.weight"):   # names the mismatching keys
+        learn.load(tmp_path / 'other.pth')
+    assert all(torch.equal(v, before[k]) for k, v in learn.model.state_dict().items())
+    assert (tmp_path / 'good.pth').read_bytes() == raw
+
+
+def test_interrupted_save_keeps_previous_file(tmp_path):
+    class Crash:
+        def __reduce__(self): raise RuntimeError('crash during save')
+    atomic_save({'v': 1}, tmp_path / 'c.pth')
+    before = (tmp_path / 'c.pth').read_bytes()
+    with pytest.raises(RuntimeError, match='crash during save'):
+        atomic_save({'v': Crash()}, tmp_path / 'c.pth')
+    assert (tmp_path / 'c.pth').read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['c.pth']
+
+
+def test_nan_guard_names_epoch_and_batch_and_keeps_last_checkpoint(tmp_path):
+    class Poison(Callback):
+        def after_predict(self, learn):
+            if learn.epoch == 1 and learn.training and learn.iter == 4: learn.preds = learn.preds * float('nan')
+    ck = tmp_path / 'ck.pth'
+    learn = make_learner([CheckpointCB(ck), Poison()])
+    with pytest.raises(NonFiniteLossError, match=r'epoch 1, batch 4 \(training\)'):
+        learn.fit(3)
+    state = read_checkpoint(ck)
+    assert state['epochs_done'] == 1
+    assert all(torch.isfinite(v).all() for v in state['model'].values() if v.is_floating_point())
+
+
+def test_ctrl_c_leaves_checkpoint_of_last_epoch_and_learner_reusable(tmp_path):
+    class CtrlC(Callback):
+        def after_batch(self, learn):
+            if learn.epoch == 1 and learn.iter == 2: raise KeyboardInterrupt
+    ck = tmp_path / 'ck.pth'
+    learn = make_learner([CheckpointCB(ck), ProgressCB()])
+    with pytest.raises(KeyboardInterrupt):
+        learn.fit(3, cbs=[CtrlC()])
+    assert read_checkpoint(ck)['epochs_done'] == 1
+    assert not any(isinstance(c, CtrlC) for c in learn.cbs)
+    assert not any(m._forward_hooks for m in learn.model.modules())
+    learn.fit(1)
+
+
+def test_checkpoint_cb_keeps_best(tmp_path):
+    learn = make_learner([CheckpointCB(tmp_path / 'last.pth', monitor='accuracy')])
+    learn.fit(2)
+    best = read_checkpoint(tmp_path / 'last-best.pth')
+    accs = [r['accuracy'] for r in learn.metrics.history if r['phase'] == 'valid']
+    assert best['epochs_done'] == 1 + accs.index(max(accs))
+    with pytest.raises(ValueError, match="no such validation metric"):
+        make_learner([CheckpointCB(tmp_path / 'x.pth', monitor='acc')]).fit(1)
