@@ -1,0 +1,64 @@
+"The `miniai train` command: argument errors before training (exit 2), the report, exact --resume."
+import json, signal, subprocess, sys, time
+
+import pytest
+import torch
+
+
+def miniai(*args, **kw):
+    return subprocess.run([sys.executable, '-m', 'miniai', 'train', *map(str, args)], capture_output=True, text=True, **kw)
+
+
+@pytest.mark.parametrize('args, msg', [
+    (['--recipe', 'nope'], 'is unknown'),
+    (['--epochs', '0'], '--epochs must be a positive integer'),
+    (['--bs', '-4'], '--bs must be a positive integer'),
+    (['--lr', '0'], '--lr must be > 0'),
+    (['--out', '/proc/miniai-no'], 'cannot write there'),
+    (['--data', '/nonexistent/fmnist'], 'Fashion-MNIST was not found'),
+    (['--resume', '--out', '{tmp}/empty'], 'no checkpoint'),
+])
+def test_bad_arguments_exit_2_with_one_message(tmp_path, args, msg):
+    args = [a.replace('{tmp}', str(tmp_path)) for a in args]
+    if '--out' not in args: args += ['--out', str(tmp_path / 'o')]
+    res = miniai(*args)
+    assert res.returncode == 2, res.stderr
+    assert msg in res.stderr and 'Traceback' not in res.stderr
+    assert len(res.stderr.strip().splitlines()) <= 3
+
+
+def test_help_lists_every_option():
+    res = miniai('--help')
+    for opt in ('--recipe', '--epochs', '--lr', '--bs', '--seed', '--out', '--device', '--resume', '--subset', '--data'):
+        assert opt in res.stdout
+
+
+def test_report_and_exact_resume_after_ctrl_c(tmp_path):
+    common = ['--epochs', '3', '--subset', '2048', '--bs', '128', '--seed', '3']
+    assert miniai('--out', tmp_path / 'straight', *common).returncode == 0
+    # the same run, interrupted with Ctrl-C (SIGINT) once the first epoch's checkpoint exists
+    split = tmp_path / 'split'
+    proc = subprocess.Popen([sys.executable, '-m', 'miniai', 'train', '--out', str(split), *common],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not (split / 'checkpoint.pth').exists() and proc.poll() is None and time.time() < deadline: time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=600)
+    if proc.returncode == 0: pytest.skip('the run finished before it could be interrupted (machine too fast)')
+    assert proc.returncode == 130 and '--resume' in err and 'Traceback' not in err, err
+    res = miniai('--out', split, '--resume', *common)
+    assert res.returncode == 0, res.stderr
+    assert 'resuming after epoch' in res.stdout
+    a = torch.load(tmp_path / 'straight' / 'model.pth'); b = torch.load(split / 'model.pth')
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ra = json.loads((tmp_path / 'straight' / 'metrics.json').read_text())
+    rb = json.loads((split / 'metrics.json').read_text())
+    strip = lambda h: [{k: v for k, v in r.items() if k != 'time'} for r in h]
+    assert strip(ra['history']) == strip(rb['history']) and ra['test_accuracy'] == rb['test_accuracy']
+    for name in ('loss.png', 'lr.png', 'confusion.png', 'examples.png', 'checkpoint.pth'):
+        assert (tmp_path / 'straight' / name).stat().st_size > 0
+    assert sum(map(sum, ra['confusion_matrix'])) == 10_000
+    assert {'python', 'torch', 'miniai'} <= set(ra['versions'])
+    # resuming with other settings is refused clearly
+    bad = miniai('--out', split, '--resume', *common[:-2], '--seed', '3', '--epochs', '5')
+    assert bad.returncode == 2 and 'original run' in bad.stderr and 'Traceback' not in bad.stderr
