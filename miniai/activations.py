@@ -66,13 +66,24 @@ class Hooks(list):
         super().__delitem__(i)
 
 # %% ../nbs/06_activations.ipynb #b7d1640f
+def _hist_row(hook, hist, rows=512):
+    "Copy `hist` into the next row of a CPU block shared by `rows` batches, and return that row (a view)."
+    # One fresh 40-float tensor per batch fragments the heap between the big activation temporaries, and the
+    # process's memory creeps up epoch after epoch; rows of a block allocated once per 512 batches do not.
+    if getattr(hook, '_hist_used', rows) == rows:
+        hook._hist_block, hook._hist_used = torch.empty(rows, hist.numel()), 0
+    row = hook._hist_block[hook._hist_used]
+    row.copy_(hist)
+    hook._hist_used += 1
+    return row
+
 def append_stats(hook, mod, inp, outp):
     "Hook function: append the output's mean, std and 40-bin histogram of |activations| in [0,10] to `hook.stats`."
     if not hasattr(hook, 'stats'): hook.stats = ([], [], [])
     acts = outp.detach().float()
     hook.stats[0].append(acts.mean().item())
     hook.stats[1].append(acts.std().item())
-    hook.stats[2].append(acts.abs().histc(40, 0, 10).cpu())
+    hook.stats[2].append(_hist_row(hook, acts.abs().histc(40, 0, 10)))
 
 # %% ../nbs/06_activations.ipynb #f8117af6
 def _mod_filter(f):
