@@ -49,6 +49,7 @@ test: setup data
 bench: setup data
 	$(PY) bench/overhead.py
 	$(PY) bench/data.py
+	$(PY) bench/datablock.py
 
 export: setup
 	$(VENV)/bin/nbdev-export
