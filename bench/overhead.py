@@ -2,7 +2,7 @@
 by `Learner` with the usual callbacks (TrainCB, DeviceCB, MetricsCB, ProgressCB), interleaved in one run.
 Prints the median wall-time ratio Learner / hand-written (target <= 1.03).
 
-    python bench/overhead.py [--reps 5] [--n-train 20000]
+    python bench/overhead.py [--reps 5] [--n-train 60000]
 """
 import argparse, statistics, time
 
@@ -46,7 +46,7 @@ def learner_loop(model, dls, lr, device):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--reps', type=int, default=5)
-    p.add_argument('--n-train', type=int, default=20000)
+    p.add_argument('--n-train', type=int, default=60000)
     args = p.parse_args()
     dls = fashion_dls(bs=256, n_train=args.n_train)
     times = {'hand': [], 'learner': []}
