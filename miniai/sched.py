@@ -70,6 +70,9 @@ class BaseSchedCB(Callback):
     def before_fit(self, learn): self.schedo = self.sched(learn.opt)
     def _step(self, learn):
         if learn.training: self.schedo.step()
+    # Checkpoints save and restore the scheduler's position, so a resumed run continues the same schedule.
+    def state_dict(self): return self.schedo.state_dict()
+    def load_state_dict(self, d): self.schedo.load_state_dict(d)
 
 class BatchSchedCB(BaseSchedCB):
     "Step the scheduler after every training batch."
@@ -150,6 +153,12 @@ class ParamSched:
         self._set()
 
     def get_last_lr(self): return [pg['lr'] for pg in self.opt.param_groups]
+    def state_dict(self): return {'last_step': self.last_step, 'total_steps': self.total_steps}
+    def load_state_dict(self, d):
+        if d['total_steps'] != self.total_steps:
+            raise ValueError(f"the saved schedule spans {d['total_steps']} steps, this one {self.total_steps}")
+        self.last_step = d['last_step']
+        self._set()
 
 # %% ../nbs/08b_schedulers.ipynb #e240c6d1
 def one_cycle_scheds(max_lr, total_steps, pct_start=0.3, div_factor=25., final_div_factor=1e4,

@@ -129,3 +129,25 @@ def test_checkpoint_cb_keeps_best(tmp_path):
     assert best['epochs_done'] == 1 + accs.index(max(accs))
     with pytest.raises(ValueError, match="no such validation metric"):
         make_learner([CheckpointCB(tmp_path / 'x.pth', monitor='acc')]).fit(1)
+
+
+def test_resume_with_miniai_schedulers_is_exact(tmp_path):
+    "A one-cycle BatchSchedCB (miniai.sched) interrupted after 2 of 4 epochs and resumed gives the same weights."
+    from functools import partial
+    from miniai.callbacks import CancelFitException
+    from miniai.sched import BatchSchedCB, OneCycle
+    def learner():
+        set_seed(0)
+        dls = fashion_dls(bs=64, n_train=640, n_valid=256)
+        sched = BatchSchedCB(partial(OneCycle, max_lr=0.05, total_steps=4*len(dls.train)))
+        return Learner(simple_cnn(norm=True), dls, F.cross_entropy, lr=0.05, cbs=[TrainCB(), sched],
+                       opt_func=partial(torch.optim.SGD, momentum=0.9))
+    class StopAfter2(Callback):
+        order = 60   # after CheckpointCB has saved epoch 2
+        def after_epoch(self, learn):
+            if not learn.training and learn.epoch == 1: raise CancelFitException()
+    straight = learner(); straight.fit(4)
+    first = learner(); first.fit(4, cbs=[CheckpointCB(tmp_path / 'ck.pth'), StopAfter2()])
+    resumed = learner(); resumed.load(tmp_path / 'ck.pth'); resumed.fit(4)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
