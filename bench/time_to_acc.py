@@ -1,0 +1,85 @@
+"""Time to accuracy on this machine: the flagship recipe trained by `Learner` (as `miniai train` does) and by a plain
+PyTorch script with the same model, data, optimizer, schedule, loss and augmentation, in the same run. Prints the
+training seconds each needed to first reach 0.90 and 0.92 test accuracy (evaluation time excluded for both).
+
+    python bench/time_to_acc.py [--epochs 4] [--seed 42]
+"""
+import argparse, contextlib, io, time
+
+import torch
+from torch import nn
+
+from miniai.augment import FLAGSHIP, aug_cb, flagship_model, flagship_tfms
+from miniai.datasets import fashion_dls, set_seed
+from miniai.learner import DeviceCB, Learner, MetricsCB, TrainCB
+from miniai.metrics import Accuracy
+from miniai.conv import def_device
+
+THRESHOLDS = (0.90, 0.92)
+
+
+def plain_pytorch(dls, epochs, device):
+    "The recipe written out by hand: returns [(cumulative training seconds, test accuracy)] per epoch."
+    model = flagship_model().to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=FLAGSHIP['lr'], weight_decay=FLAGSHIP['wd'])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, FLAGSHIP['lr'], total_steps=epochs*len(dls.train))
+    loss_func = nn.CrossEntropyLoss(label_smoothing=FLAGSHIP['label_smoothing'])
+    out, train_s = [], 0.
+    for _ in range(epochs):
+        model.train()
+        t = time.perf_counter()
+        for xb, yb in dls.train:
+            xb, yb = xb.to(device), yb.to(device)
+            flip = torch.rand(len(xb), device=device) < 0.5                   # per-image random flip
+            xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+            loss = loss_func(model(xb), yb)
+            loss.backward(); opt.step(); sched.step(); opt.zero_grad()
+        train_s += time.perf_counter() - t
+        model.eval(); correct = n = 0
+        with torch.no_grad():
+            for xb, yb in dls.valid:
+                correct += (model(xb.to(device)).argmax(1).cpu() == yb).sum().item(); n += len(yb)
+        out.append((train_s, correct/n))
+    return out
+
+
+def with_learner(dls, epochs, device):
+    "The recipe as `miniai train` runs it: returns [(cumulative training seconds, test accuracy)] per epoch."
+    from miniai.train import OneCycleCB
+    metrics = MetricsCB(accuracy=Accuracy())
+    learn = Learner(flagship_model(), dls, nn.CrossEntropyLoss(label_smoothing=FLAGSHIP['label_smoothing']),
+                    lr=FLAGSHIP['lr'], opt_func=lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=FLAGSHIP['wd']),
+                    cbs=[TrainCB(), DeviceCB(device), aug_cb(*flagship_tfms()), metrics, OneCycleCB(FLAGSHIP['lr'])])
+    with contextlib.redirect_stdout(io.StringIO()): learn.fit(epochs)
+    out, train_s = [], 0.
+    for r in metrics.history:
+        if r['phase'] == 'train': train_s += r['time']
+        else: out.append((train_s, r['accuracy']))
+    return out
+
+
+def first_reach(curve, thr):
+    return next((f"{s:6.0f}s (epoch {i + 1})" for i, (s, acc) in enumerate(curve) if acc >= thr), '   not reached')
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--epochs', type=int, default=FLAGSHIP['epochs'])
+    p.add_argument('--seed', type=int, default=42)
+    args = p.parse_args()
+    if FLAGSHIP.get('pad') or FLAGSHIP.get('erase'):
+        raise SystemExit("the plain script only implements flips; update it to match FLAGSHIP's crop/erase first")
+    dls = fashion_dls(bs=FLAGSHIP['bs'])
+    results = {}
+    for name, fn in (('Learner (miniai train)', with_learner), ('plain PyTorch', plain_pytorch)):
+        set_seed(args.seed)
+        results[name] = fn(dls, args.epochs, def_device)
+        print(f"{name:24s} per epoch (train s, acc): " + ', '.join(f"({s:.0f}, {a:.4f})" for s, a in results[name]),
+              flush=True)
+    print(f"\n{'':24s} " + '  '.join(f"to {t:.2f}".ljust(20) for t in THRESHOLDS))
+    for name, curve in results.items(): print(f"{name:24s} " + '  '.join(first_reach(curve, t).ljust(20) for t in THRESHOLDS))
+    print(f"({args.epochs}-epoch one-cycle schedule, seed {args.seed}, {def_device}, {torch.get_num_threads()} threads)")
+
+
+if __name__ == '__main__':
+    main()
