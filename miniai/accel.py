@@ -1,5 +1,5 @@
-"""Training in 16-bit floats where it is safe: `torch.autocast`, loss scaling, unscaling before anyone reads the
-gradients, and skipping steps whose gradients overflowed.
+"""Training in 16-bit floats where it is safe (autocast, loss scaling, skipping overflowed steps), then the same
+with Hugging Face accelerate: device placement, mixed precision and gradient accumulation in one callback.
 
 Docs: https://miniai.github.io/miniai/accel.html.md"""
 
@@ -9,10 +9,12 @@ Docs: https://miniai.github.io/miniai/accel.html.md"""
 from __future__ import annotations
 import torch
 
+from .conv import to_device
+from .datasets import DataLoaders
 from .learner import TrainCB, DeviceCB
 
 # %% auto #0
-__all__ = ['MixedPrecision']
+__all__ = ['MixedPrecision', 'AccelerateCB']
 
 # %% ../nbs/12_accel.ipynb #81f781dd
 class MixedPrecision(TrainCB):
@@ -55,3 +57,66 @@ class MixedPrecision(TrainCB):
         elif all(p.grad is None or torch.isfinite(p.grad).all() for g in learn.opt.param_groups for p in g['params']):
             learn.opt.step()
         else: self.n_skipped += 1
+
+# %% ../nbs/12_accel.ipynb #2ca06428
+def _accelerator_cls():
+    "`accelerate.Accelerator`, imported only when needed: miniai itself does not depend on accelerate."
+    try: from accelerate import Accelerator
+    except ImportError:
+        raise ImportError("AccelerateCB needs Hugging Face accelerate, which is not installed: "
+                          "`pip install accelerate` (or `pip install 'miniai[accel]'`).") from None
+    return Accelerator
+
+class AccelerateCB(TrainCB):
+    "TrainCB + DeviceCB through HF `accelerate`: device placement, mixed precision, gradient accumulation (and DDP under `accelerate launch`)."
+    order = DeviceCB.order - 1   # the model, optimizer and batch must be in place before any other callback uses them
+    def __init__(self, n_inp=1, mixed_precision='no', grad_accum=1, **accelerator_kwargs):
+        if not isinstance(grad_accum, int) or grad_accum < 1:
+            raise ValueError(f"grad_accum must be an int >= 1 (micro-batches per optimizer step), got {grad_accum!r}")
+        super().__init__(n_inp)
+        self.Accelerator = _accelerator_cls()       # fails here, at construction, when accelerate is missing
+        self.mixed_precision, self.grad_accum, self.kwargs = mixed_precision, grad_accum, accelerator_kwargs
+        self.acc, self._accum = None, None
+
+    def _prepare_dl(self, dl):
+        if getattr(dl, 'batch_size', 1) is not None: return self.acc.prepare(dl)   # a standard DataLoader
+        # miniai's tensor loaders yield whole batches from their sampler (batch_size=None), which accelerate would
+        # re-batch item by item; on one process they only need their batches moved, which `before_batch` does.
+        if self.acc.num_processes > 1:
+            raise ValueError("AccelerateCB on several processes needs torch DataLoaders with a batch_size for accelerate "
+                             "to shard; for miniai's tensor loaders use miniai.distributed.DDPCB under torchrun.")
+        return dl
+
+    def before_fit(self, learn):
+        from accelerate.state import AcceleratorState
+        AcceleratorState._reset_state()   # accelerate keeps one global state: let each fit choose its own precision
+        self.acc = self.Accelerator(mixed_precision=self.mixed_precision, gradient_accumulation_steps=self.grad_accum,
+                                    **self.kwargs)
+        self.orig = learn.model, learn.opt, learn.dls
+        learn.model, learn.opt = self.acc.prepare(learn.model, learn.opt)
+        dls = [self._prepare_dl(dl) for dl in (learn.train_dl, learn.valid_dl)]
+        learn.dls = DataLoaders(*dls)
+
+    def before_batch(self, learn):
+        learn.batch = to_device(learn.batch, device=self.acc.device)
+        if not learn.training: return
+        if learn.iter == len(learn.train_dl) - 1:   # the epoch's last batch always ends an accumulation group
+            self.acc.step = self.grad_accum - 1      # (prepared loaders tell accelerate this themselves)
+        self._accum = self.acc.accumulate(learn.model)   # no_sync under DDP until the group's last micro-batch
+        self._accum.__enter__()
+
+    def backward(self, learn): self.acc.backward(learn.loss)   # loss/grad_accum (and scaled when fp16)
+    # `step` and `zero_grad` are TrainCB's: the prepared optimizer skips both until a group is complete
+
+    def _exit(self):
+        if self._accum is not None: self._accum.__exit__(None, None, None); self._accum = None
+    def after_step(self, learn): self._exit()
+    def cleanup_batch(self, learn): self._exit()
+
+    def cleanup_fit(self, learn):
+        if self.acc is None: return
+        model = self.acc.unwrap_model(learn.model, keep_fp32_wrapper=False)   # DDP wrapper and autocast forward off
+        if vars(model).get('forward') is not None and getattr(model.forward, '__func__', None) is type(model).forward:
+            del model.forward
+        learn.model, learn.opt, learn.dls = self.orig
+        self.acc.free_memory()
