@@ -12,19 +12,20 @@ PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data train test bench export clean-nbs check-sync help
+.PHONY: setup data train test bench docs export clean-nbs check-sync help
 
 help:
 	@echo "make train   - set up, then train the flagship model on Fashion-MNIST (report in $(OUT))"
 	@echo "make test    - set up, then run every test (library, real data, all notebooks in quick mode)"
 	@echo "make bench   - run the benchmarks in bench/"
+	@echo "make docs    - build the docs site into _docs/ (nbdev-docs if quarto is on PATH, else offline mkdocs)"
 	@echo "make export  - regenerate miniai/ from nbs/ ;  make clean-nbs - strip notebook metadata"
 
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,docs]"
 	$(PY) -c "import torch, miniai; print('installed torch', torch.__version__, '| miniai', miniai.__version__)"
 	touch $@
 
@@ -50,6 +51,13 @@ bench: setup data
 	$(PY) bench/overhead.py
 	$(PY) bench/data.py
 	$(PY) bench/datablock.py
+
+# The lessons and API reference as a static site. Quarto (nbdev's own route) can't be fetched offline, so without it
+# tools/build_docs.py builds the site with mkdocs-material + mkdocs-jupyter; DOCS_ARGS=--execute re-runs the notebooks.
+DOCS_ARGS ?=
+docs: setup
+	@if command -v quarto >/dev/null; then $(VENV)/bin/nbdev-docs; \
+	else $(PY) tools/build_docs.py $(DOCS_ARGS); fi
 
 export: setup
 	$(VENV)/bin/nbdev-export

@@ -1,0 +1,1 @@
+// Stands in for MathJax, which mkdocs-jupyter would otherwise load from a CDN: the lessons use no TeX.
