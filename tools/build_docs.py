@@ -192,7 +192,7 @@ def build(nbs: Path = ROOT / "nbs", out: Path = ROOT / "_docs", config: Path = R
         nav = [{"Home": "index.md"},
                {"Lessons": [{title.replace("`", ""): name} for name, title, _ in lessons]},
                {"API reference": [{"Overview": "api/index.md"}] +
-                                 [{f"{package}.{Path(p).stem}": f"api/{p}"} for p in api if p != "index.md"]}]
+                                 [{m: f"api/{api_pages.page_name(m)}.md"} for m in api_pages.exported_modules(package)]}]
         say(f"{len(lessons)} lessons, {len(api) - 1} API pages; rendering with mkdocs")
         warnings = _Capture()
         mk_logger = logging.getLogger("mkdocs")

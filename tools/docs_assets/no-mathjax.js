@@ -1,1 +1,0 @@
-// Stands in for MathJax, which mkdocs-jupyter would otherwise load from a CDN: the lessons use no TeX.
