@@ -21,6 +21,7 @@ from .callbacks import Callback
 from .checkpoint import CheckpointCB, read_checkpoint
 from .learner import Learner, TrainCB, DeviceCB, MetricsCB, ProgressCB
 from .augment import FLAGSHIP, aug_cb, flagship_model, flagship_tfms
+from .distributed import DDPCB, ddp_setup, dist_env, rank_device, sync_batchnorm
 
 # %% auto #0
 __all__ = ['RECIPES', 'DEFAULT_RECIPE', 'Recipe', 'OneCycleCB', 'LossLogCB', 'UsageError', 'check_args', 'parse_args', 'predict',
@@ -97,9 +98,13 @@ def check_args(args) -> Recipe:
     if args.bs is not None and args.bs <= 0: raise UsageError(f"--bs must be a positive integer, got {args.bs}.")
     if args.device not in (None, 'cpu') and not _device_ok(args.device):
         raise UsageError(f"--device {args.device!r} is not available here (this machine has: {def_device}).")
-    args.out = _check_out_dir(Path(args.out))
+    rank, world, _ = dist_env()   # under torchrun: this process's rank and the number of processes
+    args.out = _check_out_dir(Path(args.out)) if rank == 0 else Path(args.out).expanduser()   # only rank 0 writes
     if args.resume and not (args.out/'checkpoint.pth').is_file():
         raise UsageError(f"--resume: there is no checkpoint at {args.out/'checkpoint.pth'} to resume from.")
+    bs = args.bs or RECIPES[args.recipe].bs
+    if bs % world: raise UsageError(f"--bs {bs} must be divisible by the {world} processes (each takes bs/{world} items of "
+                                    f"every batch, so the global batch stays {bs}); try --bs {bs - bs % world or world}.")
     if args.subset is not None and args.subset <= 0: raise UsageError(f"--subset must be a positive integer, got {args.subset}.")
     try: fashion_mnist_arrays(args.data)
     except (FileNotFoundError, ValueError) as e: raise UsageError(f"data: {e}") from None
@@ -195,11 +200,16 @@ def _save_atomic(obj, path: Path):
     os.replace(tmp, path)
 
 # %% ../nbs/20_train.ipynb #265f87b5
-def train(args) -> dict:
+def train(args) -> dict | None:
     "Train `args.recipe` as asked by parsed `args` (see `parse_args`); write the report to `args.out`; return the metrics."
     recipe = check_args(args)
+    with ddp_setup(args.device or def_device) as (rank, world):   # one process, or each of torchrun's
+        return _train(args, recipe, rank, world)
+
+def _train(args, recipe, rank, world):
+    "The run; with `world` > 1 processes, DDP on shards of each batch, and only rank 0 writes and returns the report."
     epochs, lr, bs = args.epochs or recipe.epochs, args.lr or recipe.lr, args.bs or recipe.bs
-    device = args.device or def_device
+    device = rank_device(args.device or def_device)
     set_seed(args.seed)
     dls = fashion_dls(bs=bs, n_train=args.subset, path=args.data)
     metrics, losses, sched = MetricsCB(accuracy=Accuracy()), LossLogCB(), OneCycleCB(lr)
@@ -207,22 +217,27 @@ def train(args) -> dict:
     out = Path(args.out)
     augs = [aug_cb(*recipe.make_tfms())] if recipe.make_tfms else []   # training batches only
     loss_func = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    learn = Learner(recipe.make_model(), dls, loss_func, lr=lr, opt_func=opt,
-                    cbs=[TrainCB(), DeviceCB(device), *augs, metrics, ProgressCB(), losses, sched,
-                         CheckpointCB(out/'checkpoint.pth')])
+    model = recipe.make_model()
+    if world > 1: model = sync_batchnorm(model, device)   # BatchNorm statistics over the global batch, not the shard
+    main_cbs = [ProgressCB(), CheckpointCB(out/'checkpoint.pth')] if rank == 0 else []
+    if rank != 0: metrics._log = lambda row: None          # only rank 0 prints
+    learn = Learner(model, dls, loss_func, lr=lr, opt_func=opt, cbs=[TrainCB(), DeviceCB(device), *augs, metrics,
+                    losses, sched, *main_cbs, *([DDPCB()] if world > 1 else [])])
     if args.resume:
         planned = read_checkpoint(out/'checkpoint.pth')['callbacks']['OneCycleCB']['sched']['total_steps']
         if planned != epochs*len(dls.train):
             raise UsageError(f"--resume: the checkpoint's run was planned for {planned} batches, this one for "
                              f"{epochs*len(dls.train)}; resume with the --epochs, --bs and --subset of the original run.")
-        print(f"resuming after epoch {learn.load(out/'checkpoint.pth')} of {epochs}")
+        done = learn.load(out/'checkpoint.pth')
+        if rank == 0: print(f"resuming after epoch {done} of {epochs}")
     t0 = time.perf_counter()
     learn.fit(epochs)
     train_time = time.perf_counter() - t0
+    if rank != 0: return None
     history = metrics.history
     valid = [r for r in history if r['phase'] == 'valid']
     report = dict(recipe=recipe.name, description=recipe.description, epochs=epochs, lr=lr, bs=bs, seed=args.seed,
-                  subset=args.subset, device=str(device), train_seconds=round(train_time, 1),
+                  subset=args.subset, device=str(device), processes=world, train_seconds=round(train_time, 1),
                   test_accuracy=valid[-1]['accuracy'], test_loss=valid[-1]['loss'],
                   history=[{**r, 'lr_end': sched.lrs[min(len(sched.lrs), (r['epoch'] + 1)*len(dls.train)) - 1]}
                            for r in history],
@@ -261,8 +276,10 @@ def main(argv=None):
         print(f"\ninterrupted. " + (f"The last completed epoch is saved in {ck}; continue with the same command plus "
               "--resume." if ck.exists() else "No epoch had completed, so there is no checkpoint."), file=sys.stderr)
         return 130
+    if report is None: return 0   # a rank other than 0 of a distributed run: rank 0 reports
     print(f"test accuracy {report['test_accuracy']:.4f} (with flip TTA {report['test_accuracy_tta']:.4f}) after "
-          f"{report['epochs']} epochs ({report['train_seconds']:.0f}s of training on {report['device']})")
+          f"{report['epochs']} epochs ({report['train_seconds']:.0f}s of training on {report['device']}"
+          + (f", {report['processes']} processes" if report['processes'] > 1 else '') + ")")
     print(f"report written to {Path(args.out).resolve()}/ (metrics.json, loss.png, lr.png, confusion.png, "
           "examples.png, model.pth, checkpoint.pth)")
     return 0
