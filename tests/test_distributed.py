@@ -62,7 +62,8 @@ def test_two_processes_match_one_with_the_same_global_batch(runs):
     # rounding (~1e-7), which AdamW then amplifies: it divides each gradient element by its own magnitude, so a
     # rounding-size change of a near-zero gradient changes its step by up to lr. After these 4 steps the largest
     # difference measured here is 1.3e-5 (and 3e-6 between two single-process runs on 1 and 2 threads); 1e-4 allows
-    # for other CPUs' kernels. Unsynchronised BatchNorm or a different global batch would be off by >1e-3 (checked below).
+    # for other CPUs' kernels. Unsynchronised BatchNorm (measured 0.9) or a different global batch would be off by >1e-3
+    # (the two controls below).
     assert max(rel.values()) < 1e-4, sorted(rel.items(), key=lambda kv: -kv[1])[:3]
     ra, rb = (json.loads((tmp/n/'metrics.json').read_text()) for n in ('single', 'ddp'))
     assert rb['processes'] == 2 and rb['bs'] == ra['bs'] == 128
@@ -94,3 +95,13 @@ def test_global_batch_must_divide_by_the_processes(tmp_path):
     res = torchrun('-m', 'miniai', 'train', '--out', tmp_path/'o', *COMMON[:4], '--bs', '127')
     assert res.returncode != 0
     assert '--bs 127 must be divisible by the 2 processes' in res.stderr and 'try --bs 126' in res.stderr
+
+def test_unsynchronised_batchnorm_is_far_away(runs):
+    # the other control: the same 2-process run with each rank's BatchNorm normalising by its own 64 images
+    tmp, *_ = runs
+    (tmp/'nosync.py').write_text("import sys, miniai.train as T\nT.sync_batchnorm = lambda model, device: model\n"
+                                 "sys.exit(T.main(sys.argv[1:]))\n")
+    res = torchrun(tmp/'nosync.py', 'train', '--out', tmp/'nosync', *COMMON)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = torch.load(tmp/'single'/'model.pth'), torch.load(tmp/'nosync'/'model.pth')
+    assert max(((a[k] - b[k]).abs().max()/a[k].abs().max()).item() for k in a if a[k].is_floating_point()) > 1e-3
