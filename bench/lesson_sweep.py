@@ -1,7 +1,9 @@
 """Seed and learning-rate sweeps for the lesson experiments of 07_init, 07a_norm and 08c_accel_sgd (full data).
 
 Each run prints one JSON line: experiment, batch size, learning rate(s), seed, valid accuracy per epoch, seconds.
-Used to choose the settings the notebooks use and to measure their run-to-run spread.
+Used to choose the settings the notebooks use and to measure their run-to-run spread. The runs behind the numbers
+quoted in 07_init, 07a_norm and 08c_accel_sgd are in bench/lesson_sweep_results.jsonl (2-core x86-64 CPU, one thread
+per run, two or more runs sharing the machine, so `secs` are pessimistic).
 
 Usage: .venv/bin/python bench/lesson_sweep.py EXPERIMENT [--bs 1024] [--lr 0.2] [--seeds 42 1 2] [--threads 1]
 Experiments: gr (GeneralRelu + Kaiming), ln (LayerNorm), bn (our BatchNorm), bn5 (nn.BatchNorm2d, 3 epochs at --lr
