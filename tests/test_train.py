@@ -34,7 +34,7 @@ def test_help_lists_every_option():
 
 
 def test_report_and_exact_resume_after_ctrl_c(tmp_path):
-    common = ['--recipe', 'simple_cnn', '--epochs', '3', '--subset', '2048', '--bs', '128', '--seed', '3']
+    common = ['--recipe', 'simple_cnn', '--epochs', '3', '--subset', '4096', '--bs', '128', '--seed', '3']
     assert miniai('--out', tmp_path / 'straight', *common).returncode == 0
     # the same run, interrupted with Ctrl-C (SIGINT) once the first epoch's checkpoint exists
     split = tmp_path / 'split'
