@@ -195,9 +195,9 @@ class DeviceCB(Callback):
 # %% ../nbs/05_learner.ipynb #f45a1377
 class MetricsCB(Callback):
     "Track the loss (weighted by batch size) and `metrics` each epoch phase; logs one row per phase and keeps `history`."
-    def __init__(self, *ms, **metrics):
+    def __init__(self, *ms, quiet=False, **metrics):
         for o in ms: metrics[type(o).__name__] = o
-        self.metrics = metrics
+        self.metrics, self.quiet = metrics, quiet   # quiet: keep the history, print nothing
         self.all_metrics = {**metrics, 'loss': Mean()}
         self.loss = self.all_metrics['loss']
         self.history = []  # one dict of floats per epoch phase: epoch, phase, metrics, loss, time
@@ -222,7 +222,7 @@ class MetricsCB(Callback):
         row = {'epoch': learn.epoch, 'phase': 'train' if learn.training else 'valid', **values,
                'time': time.perf_counter() - self._start}
         self.history.append(row)
-        self._log({**{k: f'{v:.3f}' for k, v in values.items()}, 'epoch': learn.epoch,
+        if not self.quiet: self._log({**{k: f'{v:.3f}' for k, v in values.items()}, 'epoch': learn.epoch,
                    'train': 'train' if learn.training else 'eval'})
 
     def _log(self, d):

@@ -167,6 +167,16 @@ def test_metrics_weighted_by_batch_size_exactly():
     assert m2.last('valid')['accuracy'] == pytest.approx(0.8)
 
 
+def test_quiet_metrics_keep_history_and_print_nothing(capsys):
+    loud, quiet = MetricsCB(accuracy=Accuracy()), MetricsCB(accuracy=Accuracy(), quiet=True)
+    toy_learner([loud]).fit(2)
+    assert 'accuracy' in capsys.readouterr().out
+    toy_learner([quiet, ProgressCB()]).fit(2)          # also when ProgressCB takes over the printing
+    assert 'accuracy' not in capsys.readouterr().out
+    strip = lambda h: [{k: v for k, v in r.items() if k != 'time'} for r in h]
+    assert strip(quiet.history) == strip(loud.history) and len(quiet.history) == 4
+
+
 def test_metrics_accept_torcheval_objects():
     torcheval = pytest.importorskip('torcheval.metrics')
     m = MetricsCB(torcheval.MulticlassAccuracy(), mine=Accuracy())
