@@ -27,18 +27,13 @@ def _norm(b): return (b[0]-0.28)/0.35, b[1]
 act_gr = partial(GeneralRelu, leak=0.1, sub=0.4)
 iw = partial(init_weights, leaky=0.1)
 
-def _metrics():
-    m = MetricsCB(accuracy=Accuracy())
-    m._log = lambda d: None
-    return m
-
 def _valid_accs(metrics): return [round(h['accuracy'], 4) for h in metrics.history if h['phase'] == 'valid']
 
 def run(exp, bs, lr, lr2, seed, epochs):
     set_seed(seed)
     dls = fashion_dls(bs, normalize=exp in ('sgd', 'rmsprop', 'ecos', 'oc'))
     set_seed(seed)
-    metrics = _metrics()
+    metrics = MetricsCB(accuracy=Accuracy(), quiet=True)
     norm = {'gr': None, 'ln': LayerNorm, 'bn': BatchNorm, 'bn5': nn.BatchNorm2d, 'bn5s': nn.BatchNorm2d, 'bn41': nn.BatchNorm2d, 'sgd': nn.BatchNorm2d, 'rmsprop': nn.BatchNorm2d, 'ecos': nn.BatchNorm2d, 'oc': nn.BatchNorm2d}[exp]
     model = get_model(act_gr, norm=norm).apply(iw)
     start = time.perf_counter()

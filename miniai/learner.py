@@ -223,7 +223,7 @@ class MetricsCB(Callback):
                'time': time.perf_counter() - self._start}
         self.history.append(row)
         if not self.quiet: self._log({**{k: f'{v:.3f}' for k, v in values.items()}, 'epoch': learn.epoch,
-                   'train': 'train' if learn.training else 'eval'})
+                                      'train': 'train' if learn.training else 'eval'})
 
     def _log(self, d):
         "Print `d` as a table row (the header before the first row); `ProgressCB` replaces this while it runs."

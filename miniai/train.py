@@ -6,7 +6,7 @@ Docs: https://miniai.github.io/miniai/train.html.md"""
 
 # %% ../nbs/20_train.ipynb #7642ce25
 from __future__ import annotations
-import argparse, json, os, platform, sys, time
+import argparse, json, platform, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from .datasets import fashion_dls, fashion_mnist_arrays, set_seed, FASHION_CLASS
 from .conv import def_device, simple_cnn
 from .metrics import Accuracy
 from .callbacks import Callback
-from .checkpoint import CheckpointCB, read_checkpoint
+from .checkpoint import CheckpointCB, atomic_save, read_checkpoint
 from .learner import Learner, TrainCB, DeviceCB, MetricsCB, ProgressCB
 from .augment import FLAGSHIP, aug_cb, flagship_model, flagship_tfms
 from .distributed import DDPCB, ddp_setup, dist_env, rank_device, sync_batchnorm
@@ -194,11 +194,6 @@ def _plot_examples(path, x, preds, targs, classes, n=24):
     fig.suptitle('test images: predicted / true (mistakes in red)', fontsize=9)
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
-def _save_atomic(obj, path: Path):
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
 # %% ../nbs/20_train.ipynb #265f87b5
 def train(args) -> dict | None:
     "Train `args.recipe` as asked by parsed `args` (see `parse_args`); write the report to `args.out`; return the metrics."
@@ -212,7 +207,8 @@ def _train(args, recipe, rank, world):
     device = rank_device(args.device or def_device)
     set_seed(args.seed)
     dls = fashion_dls(bs=bs, n_train=args.subset, path=args.data)
-    metrics, losses, sched = MetricsCB(accuracy=Accuracy()), LossLogCB(), OneCycleCB(lr)
+    metrics = MetricsCB(accuracy=Accuracy(), quiet=rank != 0)   # only rank 0 prints
+    losses, sched = LossLogCB(), OneCycleCB(lr)
     opt = lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=recipe.wd)
     out = Path(args.out)
     augs = [aug_cb(*recipe.make_tfms())] if recipe.make_tfms else []   # training batches only
@@ -220,7 +216,6 @@ def _train(args, recipe, rank, world):
     model = recipe.make_model()
     if world > 1: model = sync_batchnorm(model, device)   # BatchNorm statistics over the global batch, not the shard
     main_cbs = [ProgressCB(), CheckpointCB(out/'checkpoint.pth')] if rank == 0 else []
-    if rank != 0: metrics._log = lambda row: None          # only rank 0 prints
     learn = Learner(model, dls, loss_func, lr=lr, opt_func=opt, cbs=[TrainCB(), DeviceCB(device), *augs, metrics,
                     losses, sched, *main_cbs, *([DDPCB()] if world > 1 else [])])
     if args.resume:
@@ -255,7 +250,7 @@ def _train(args, recipe, rank, world):
     _plot_schedule(out/'lr.png', sched.lrs, sched.moms)
     _plot_confusion(out/'confusion.png', cm, FASHION_CLASSES)
     _plot_examples(out/'examples.png', dls.valid.dataset.tensors[0], preds, targs, FASHION_CLASSES)
-    _save_atomic(learn.model.state_dict(), out/'model.pth')
+    atomic_save(learn.model.state_dict(), out/'model.pth')
     return report
 
 # %% ../nbs/20_train.ipynb #b3672fe8
