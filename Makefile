@@ -51,6 +51,7 @@ bench: setup data
 	$(PY) bench/overhead.py
 	$(PY) bench/data.py
 	$(PY) bench/datablock.py
+	$(PY) bench/amp.py
 
 # The lessons and API reference as a static site. Quarto (nbdev's own route) can't be fetched offline, so without it
 # tools/build_docs.py builds the site with mkdocs-material + mkdocs-jupyter; DOCS_ARGS=--execute re-runs the notebooks.

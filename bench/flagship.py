@@ -1,41 +1,118 @@
 """Flagship recipe experiments: train one configuration of the Fashion-MNIST ResNet recipe on the full data and
 print one RESULT json line (test accuracy, with TTA, training seconds, seconds per epoch, MFLOPs per image).
 
-    python bench/flagship.py '{"nfs": [16, 32, 64, 128], "epochs": 5}' [--threads 1]
+    python bench/flagship.py '{"nfs": [16, 32, 64, 128], "epochs": 5}' [--threads 1] [--log runs.jsonl]
 
-Keys (defaults = the flagship, `miniai.augment.FLAGSHIP`): nfs, ks0, stem, stride0, depth, epochs, bs, lr, wd, ls
-(label smoothing), pad (random-crop padding, 0 = none), flip (bool), erase (rand_erase pct, 0 = none), seed.
+Keys (defaults = the flagship, `miniai.augment.FLAGSHIP`): nfs, ks0, stem, stride0, depth, head, epochs, bs, lr, wd,
+label_smoothing, pad (random-crop padding, 0 = none), flip (bool), erase (rand_erase pct, 0 = none), erase_max,
+amp (bf16 autocast on CPU / fp16 on CUDA), cl (channels-last memory format), opt ('adamw' or 'sgd': Nesterov
+momentum 0.9), ema (EMA decay of the weights, 0 = none), n_train (first N training images; quick checks), seed.
 On an oversubscribed CPU use --threads 1 (two threads were several times slower there).
 """
 import argparse, json, time
+from functools import partial
 import torch
 from torch import nn
 from miniai.datasets import fashion_dls, set_seed
-from miniai.resnet import resnet, fit_report
-from miniai.augment import FLAGSHIP, RandCrop, RandFlip, RandErase, aug_cb, tta_preds, accuracy
+from miniai.learner import Learner, TrainCB, DeviceCB, MetricsCB
+from miniai.metrics import Accuracy
+from miniai.resnet import resnet, summary
+from miniai.augment import FLAGSHIP, RandCrop, RandFlip, RandErase, aug_cb, capture_preds, accuracy
+from miniai.averaging import EMACB
+from miniai.accel import MixedPrecision
+from miniai.callbacks import Callback
+
+
+class OneCycle(Callback):
+    "torch's OneCycleLR stepped after every training batch (`pct` of the steps warming up)."
+    def __init__(self, max_lr, pct=0.25): self.max_lr, self.pct = max_lr, pct
+    def before_fit(self, learn):
+        n = max(learn.n_epochs * len(learn.train_dl), 2)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(learn.opt, self.max_lr, total_steps=n, pct_start=self.pct)
+    def after_step(self, learn): self.sched.step()
+
+
+class EpochTimer(Callback):
+    "Print each epoch phase's wall time as it ends (long runs are watched through their logs)."
+    def before_epoch(self, learn): self.t = time.perf_counter()
+    def after_epoch(self, learn):
+        print(f"epoch {learn.epoch} {'train' if learn.training else 'valid'}: {time.perf_counter() - self.t:.0f} s", flush=True)
+
+
+class ChannelsLast(Callback):
+    "Keep the model's conv weights in channels-last (NHWC) layout, which oneDNN/cuDNN run faster in 16 bits."
+    def before_fit(self, learn): learn.model.to(memory_format=torch.channels_last)
+
+
+def _opt(cfg):
+    if cfg['opt'] == 'adamw': return partial(torch.optim.AdamW, weight_decay=cfg['wd'])
+    if cfg['opt'] == 'sgd': return partial(torch.optim.SGD, momentum=0.9, nesterov=True, weight_decay=cfg['wd'])
+    raise ValueError(f"opt must be 'adamw' or 'sgd', got {cfg['opt']!r}")
+
+
+def _shift(x, dy, dx):
+    "Translate batch `x` by (dy, dx) pixels, filling with the border's values."
+    p = max(abs(dy), abs(dx))
+    H, W = x.shape[-2:]
+    xp = nn.functional.pad(x, (p,) * 4, mode='replicate')
+    return xp[..., p - dy:p - dy + H, p - dx:p - dx + W]
+
+
+class _Fn(nn.Module):
+    def __init__(self, f): super().__init__(); self.f = f
+    def forward(self, x): return self.f(x)
+
+
+def _tta(learn, shift):
+    "Accuracy of softmax predictions averaged over flips (`tta_acc`) and, if `shift`, also ±`shift`-pixel moves."
+    def probs(f):
+        p, t = capture_preds(learn, cbs=[aug_cb(_Fn(f), on_val=True)])
+        return torch.softmax(p.float(), -1), t
+    p0, t = probs(lambda x: x)
+    pf, _ = probs(lambda x: x.flip(-1))
+    out = {'tta_acc': round(accuracy((p0 + pf) / 2, t), 4)}
+    if shift:
+        ps = [p0, pf] + [probs(lambda x, d=d, fl=fl: _shift(x.flip(-1) if fl else x, *d))[0]
+                         for d in ((0, shift), (0, -shift), (shift, 0), (-shift, 0)) for fl in (False, True)]
+        out['tta10_acc'] = round(accuracy(torch.stack(ps).mean(0), t), 4)
+    return out
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('config', nargs='?', default='{}')
     p.add_argument('--threads', type=int, default=0)
+    p.add_argument('--log', default=None, help="append the RESULT json to this file too")
     args = p.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
-    cfg = {**FLAGSHIP, 'flip': True, 'seed': 42, **json.loads(args.config)}
+    cfg = {**FLAGSHIP, 'flip': True, 'seed': 42, 'head': 'pool', 'depth': 1, 'erase_max': 4, 'amp': False, 'cl': False,
+           'opt': 'adamw', 'ema': 0., 'n_train': None, 'tta_shift': 0, 'pct_start': 0.25, 'drop': 0.,
+           **json.loads(args.config)}
     set_seed(cfg['seed'])
-    dls = fashion_dls(cfg['bs'])
-    model = resnet(tuple(cfg['nfs']), ks0=cfg['ks0'], stem=cfg['stem'], stride0=cfg['stride0'], depth=cfg.get('depth', 1))
+    dls = fashion_dls(cfg['bs'], n_train=cfg['n_train'])
+    model = resnet(tuple(cfg['nfs']), ks0=cfg['ks0'], stem=cfg['stem'], stride0=cfg['stride0'], depth=cfg['depth'],
+                   head=cfg['head'], drop=cfg['drop'])
     tfms = ([RandCrop(pad=cfg['pad'])] if cfg['pad'] else []) + ([RandFlip()] if cfg['flip'] else []) + \
-           ([RandErase(pct=cfg['erase'])] if cfg['erase'] else [])
+           ([RandErase(pct=cfg['erase'], max_num=cfg['erase_max'])] if cfg['erase'] else [])
+    s = summary(model, next(iter(dls.valid))[0][:2])
+    metrics = MetricsCB(accuracy=Accuracy())
+    cbs = [MixedPrecision() if cfg['amp'] else TrainCB(), DeviceCB(), metrics, OneCycle(cfg['lr'], cfg['pct_start']), EpochTimer()]
+    if cfg['cl']: cbs.append(ChannelsLast())
+    if tfms: cbs.append(aug_cb(*tfms))
+    if cfg['ema']: cbs.append(EMACB(cfg['ema']))
+    learn = Learner(model, dls, nn.CrossEntropyLoss(label_smoothing=cfg['label_smoothing']), lr=cfg['lr'],
+                    opt_func=_opt(cfg), cbs=cbs)
     t = time.perf_counter()
-    r = fit_report(model, dls, epochs=cfg['epochs'], lr=cfg['lr'], wd=cfg['wd'],
-                   loss_func=nn.CrossEntropyLoss(label_smoothing=cfg['label_smoothing']),
-                   cbs=[aug_cb(*tfms)] if tfms else [])
+    learn.fit(cfg['epochs'])
     train_s = time.perf_counter() - t
-    probs, targs = tta_preds(r['learn'])
-    print('RESULT', json.dumps({**cfg, 'acc': r['acc'], 'tta_acc': round(accuracy(probs, targs), 4),
-                                'train_s': round(train_s), 'epoch_s': r['epoch_s'], 'mflops': r['mflops'],
-                                'threads': torch.get_num_threads()}), flush=True)
+    acc = metrics.last('valid')['accuracy']
+    if cfg['ema']: cbs[-1].copy_to(learn.model)
+    res = {**cfg, 'acc': round(acc, 4), **_tta(learn, cfg['tta_shift']), 'train_s': round(train_s),
+           'epoch_s': round(train_s / cfg['epochs'], 1), 'mflops': round(s.total_mflops, 2), 'params': s.total_params,
+           'threads': torch.get_num_threads()}
+    print('RESULT', json.dumps(res), flush=True)
+    if args.log:
+        with open(args.log, 'a') as f: f.write(json.dumps(res) + '\n')
 
 
 if __name__ == '__main__': main()

@@ -147,3 +147,32 @@ def test_accelerate_is_optional():
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert 'ERR' in res.stdout and 'pip install accelerate' in res.stdout
+
+
+def _conv_learn(*cbs, amp=False):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(16, 3, 12, 12, generator=g) for _ in range(4)]
+    data = [(x, (x.mean((1, 2, 3)) > 0).long()) for x in xs]
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    learn = Learner(model, (data, data[:1]), F.cross_entropy, lr=0.1,
+                    cbs=[DeviceCB('cpu'), MixedPrecision() if amp else TrainCB(), *cbs])
+    learn.fit(2, valid=False)
+    return model
+
+def test_channels_last_changes_layout_not_numbers():
+    from miniai.accel import ChannelsLastCB
+    plain, cl = _conv_learn(), _conv_learn(ChannelsLastCB())
+    for m in (cl[0], cl[3]): assert m.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain[3].weight.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(plain.parameters(), cl.parameters()): torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # and with bf16 autocast it still trains to finite weights
+    assert all(torch.isfinite(p).all() for p in _conv_learn(ChannelsLastCB(), amp=True).parameters())
+
+def test_time_train_step_reports_seconds():
+    from miniai.accel import time_train_step, bf16_fast_on_cpu
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4*6*6, 3))
+    t = time_train_step(model, torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,)), amp=True, channels_last=True, n=2)
+    assert 0 < t < 10
+    assert isinstance(bf16_fast_on_cpu(), bool)
