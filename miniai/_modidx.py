@@ -593,5 +593,7 @@ d = { 'settings': { 'branch': 'main',
                               'miniai.train.confusion_matrix': ('train.html#confusion_matrix', 'miniai/train.py'),
                               'miniai.train.main': ('train.html#main', 'miniai/train.py'),
                               'miniai.train.parse_args': ('train.html#parse_args', 'miniai/train.py'),
+                              'miniai.train.precision_cbs': ('train.html#precision_cbs', 'miniai/train.py'),
                               'miniai.train.predict': ('train.html#predict', 'miniai/train.py'),
+                              'miniai.train.resolve_precision': ('train.html#resolve_precision', 'miniai/train.py'),
                               'miniai.train.train': ('train.html#train', 'miniai/train.py')}}}

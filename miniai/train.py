@@ -21,11 +21,12 @@ from .callbacks import Callback
 from .checkpoint import CheckpointCB, atomic_save, read_checkpoint
 from .learner import Learner, TrainCB, DeviceCB, MetricsCB, ProgressCB
 from .augment import FLAGSHIP, aug_cb, flagship_model, flagship_tfms
+from .accel import MixedPrecision, ChannelsLastCB, bf16_fast_on_cpu
 from .distributed import DDPCB, ddp_setup, dist_env, rank_device, sync_batchnorm
 
 # %% auto #0
-__all__ = ['RECIPES', 'DEFAULT_RECIPE', 'Recipe', 'OneCycleCB', 'LossLogCB', 'UsageError', 'check_args', 'parse_args', 'predict',
-           'confusion_matrix', 'train', 'main']
+__all__ = ['RECIPES', 'DEFAULT_RECIPE', 'PRECISIONS', 'Recipe', 'resolve_precision', 'precision_cbs', 'OneCycleCB', 'LossLogCB',
+           'UsageError', 'check_args', 'parse_args', 'predict', 'confusion_matrix', 'train', 'main']
 
 # %% ../nbs/20_train.ipynb #709d3855
 @dataclass
@@ -40,15 +41,29 @@ class Recipe:
     wd: float = 1e-2
     label_smoothing: float = 0.
     make_tfms: callable = None   # returns the training-time batch augmentations
+    precision: str = 'fp32'       # 'auto': 16-bit autocast + channels-last where the hardware is fast at it (`resolve_precision`)
 
 RECIPES = {
     'resnet': Recipe('resnet', f"the flagship ResNet {FLAGSHIP['nfs']} with per-image crop+flip, label smoothing",
                      flagship_model, lr=FLAGSHIP['lr'], bs=FLAGSHIP['bs'], epochs=FLAGSHIP['epochs'], wd=FLAGSHIP['wd'],
-                     label_smoothing=FLAGSHIP['label_smoothing'], make_tfms=flagship_tfms),
+                     label_smoothing=FLAGSHIP['label_smoothing'], make_tfms=flagship_tfms, precision='auto'),
     'simple_cnn': Recipe('simple_cnn', "the lessons' stride-2 CNN (1→8→16→32→64→10) with BatchNorm",
                          lambda: simple_cnn(norm=True), lr=1e-2, bs=256, epochs=5),
 }
 DEFAULT_RECIPE = 'resnet'
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+
+def resolve_precision(precision, device):
+    "'auto' → 'bf16' on a CPU with native bf16 (AVX512-bf16/AMX), 'fp16' on CUDA, else 'fp32'; other names unchanged."
+    if precision != 'auto': return precision
+    dev = torch.device(device).type
+    if dev == 'cuda': return 'fp16'
+    return 'bf16' if dev == 'cpu' and bf16_fast_on_cpu() else 'fp32'
+
+def precision_cbs(precision):
+    "The training callback for `precision` (TrainCB, or MixedPrecision + ChannelsLastCB for 16-bit)."
+    if precision == 'fp32': return [TrainCB()]
+    return [MixedPrecision(dtype=torch.bfloat16 if precision == 'bf16' else torch.float16), ChannelsLastCB()]
 
 # %% ../nbs/20_train.ipynb #428a5750
 class OneCycleCB(Callback):
@@ -105,6 +120,8 @@ def check_args(args) -> Recipe:
     bs = args.bs or RECIPES[args.recipe].bs
     if bs % world: raise UsageError(f"--bs {bs} must be divisible by the {world} processes (each takes bs/{world} items of "
                                     f"every batch, so the global batch stays {bs}); try --bs {bs - bs % world or world}.")
+    if args.precision is not None and args.precision not in PRECISIONS:
+        raise UsageError(f"--precision {args.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}.")
     if args.subset is not None and args.subset <= 0: raise UsageError(f"--subset must be a positive integer, got {args.subset}.")
     try: fashion_mnist_arrays(args.data)
     except (FileNotFoundError, ValueError) as e: raise UsageError(f"data: {e}") from None
@@ -129,6 +146,8 @@ def parse_args(argv=None):
     p.add_argument('--data', default=None, help="folder with the Fashion-MNIST IDX files (default: MINIAI_DATA, "
                    "then /usr/share/datasets/fashion-mnist, then the HF hub)")
     p.add_argument('--subset', type=int, default=None, help="train on the first N training images only (quick runs)")
+    p.add_argument('--precision', default=None, help="fp32, bf16, fp16, or auto: 16-bit autocast + channels-last where "
+                   "the hardware is fast at it (bf16 on CPUs with AVX512-bf16/AMX, fp16 on CUDA) (default: the recipe's)")
     p.add_argument('--resume', action='store_true', help="continue from --out/checkpoint.pth (saved after every "
                    "epoch) up to --epochs; the result is the same as an uninterrupted run")
     return p.parse_args(argv)
@@ -205,6 +224,7 @@ def _train(args, recipe, rank, world):
     "The run; with `world` > 1 processes, DDP on shards of each batch, and only rank 0 writes and returns the report."
     epochs, lr, bs = args.epochs or recipe.epochs, args.lr or recipe.lr, args.bs or recipe.bs
     device = rank_device(args.device or def_device)
+    precision = resolve_precision(args.precision or recipe.precision, device)
     set_seed(args.seed)
     dls = fashion_dls(bs=bs, n_train=args.subset, path=args.data)
     metrics = MetricsCB(accuracy=Accuracy(), quiet=rank != 0)   # only rank 0 prints
@@ -216,7 +236,7 @@ def _train(args, recipe, rank, world):
     model = recipe.make_model()
     if world > 1: model = sync_batchnorm(model, device)   # BatchNorm statistics over the global batch, not the shard
     main_cbs = [ProgressCB(), CheckpointCB(out/'checkpoint.pth')] if rank == 0 else []
-    learn = Learner(model, dls, loss_func, lr=lr, opt_func=opt, cbs=[TrainCB(), DeviceCB(device), *augs, metrics,
+    learn = Learner(model, dls, loss_func, lr=lr, opt_func=opt, cbs=[*precision_cbs(precision), DeviceCB(device), *augs, metrics,
                     losses, sched, *main_cbs, *([DDPCB()] if world > 1 else [])])
     if args.resume:
         planned = read_checkpoint(out/'checkpoint.pth')['callbacks']['OneCycleCB']['sched']['total_steps']
@@ -232,7 +252,7 @@ def _train(args, recipe, rank, world):
     history = metrics.history
     valid = [r for r in history if r['phase'] == 'valid']
     report = dict(recipe=recipe.name, description=recipe.description, epochs=epochs, lr=lr, bs=bs, seed=args.seed,
-                  subset=args.subset, device=str(device), processes=world, train_seconds=round(train_time, 1),
+                  subset=args.subset, device=str(device), precision=precision, processes=world, train_seconds=round(train_time, 1),
                   test_accuracy=valid[-1]['accuracy'], test_loss=valid[-1]['loss'],
                   history=[{**r, 'lr_end': sched.lrs[min(len(sched.lrs), (r['epoch'] + 1)*len(dls.train)) - 1]}
                            for r in history],

@@ -17,6 +17,7 @@ def miniai(*args, **kw):
     (['--out', '/proc/miniai-no'], 'cannot write there'),
     (['--data', '/nonexistent/fmnist'], 'Fashion-MNIST was not found'),
     (['--resume', '--out', '{tmp}/empty'], 'no checkpoint'),
+    (['--precision', 'fp8'], "--precision 'fp8' is unknown"),
 ])
 def test_bad_arguments_exit_2_with_one_message(tmp_path, args, msg):
     args = [a.replace('{tmp}', str(tmp_path)) for a in args]
@@ -29,7 +30,8 @@ def test_bad_arguments_exit_2_with_one_message(tmp_path, args, msg):
 
 def test_help_lists_every_option():
     res = miniai('--help')
-    for opt in ('--recipe', '--epochs', '--lr', '--bs', '--seed', '--out', '--device', '--resume', '--subset', '--data'):
+    for opt in ('--recipe', '--epochs', '--lr', '--bs', '--seed', '--out', '--device', '--resume', '--subset', '--data',
+                '--precision'):
         assert opt in res.stdout
 
 
@@ -65,3 +67,18 @@ def test_report_and_exact_resume_after_ctrl_c(tmp_path):
     # resuming with other settings is refused clearly
     bad = miniai('--out', split, '--resume', *common[:-2], '--seed', '3', '--epochs', '5')
     assert bad.returncode == 2 and 'original run' in bad.stderr and 'Traceback' not in bad.stderr
+
+
+def test_precision_is_resolved_and_reported(tmp_path):
+    from miniai.train import resolve_precision, precision_cbs
+    from miniai.accel import MixedPrecision, ChannelsLastCB, bf16_fast_on_cpu
+    from miniai.learner import TrainCB
+    assert resolve_precision('auto', 'cpu') == ('bf16' if bf16_fast_on_cpu() else 'fp32')
+    assert resolve_precision('auto', 'cuda') == 'fp16' and resolve_precision('fp32', 'cuda') == 'fp32'
+    assert [type(c) for c in precision_cbs('fp32')] == [TrainCB]
+    cbs = precision_cbs('bf16')
+    assert [type(c) for c in cbs] == [MixedPrecision, ChannelsLastCB] and cbs[0].dtype == torch.bfloat16
+    res = miniai('--recipe', 'resnet', '--epochs', '1', '--subset', '1024', '--precision', 'bf16', '--out', tmp_path)
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / 'metrics.json').read_text())
+    assert report['precision'] == 'bf16' and report['test_accuracy'] > 0.3   # 1 epoch on 1,024 images: far above chance
