@@ -2,21 +2,21 @@
 
     python bench/amp.py [--bs 256] [--reps 3]
 
-For each model: the best of `reps` interleaved rounds of `miniai.accel.time_train_step` (itself the best of 5 steps)
-in each of the four combinations, and the speed-up of bf16 + channels-last over plain fp32. On a CPU without native
-bf16 (no AVX512-bf16/AMX) bf16 is emulated and slower: the script says which case this machine is.
+For each model: `miniai.accel.precision_speeds`, the best of `reps` interleaved rounds of `time_train_step` (itself
+the best of 5 steps) in each of the four combinations, and the speed-up of bf16 + channels-last over plain fp32. On a
+CPU without native bf16 (no AVX512-bf16/AMX) bf16 is emulated and slower: the script says which case this machine is.
 """
 import argparse
 import torch
-from miniai.accel import time_train_step, bf16_fast_on_cpu
-from miniai.datasets import fashion_dls, set_seed
+from miniai.accel import precision_speeds, PRECISION_MODES, bf16_fast_on_cpu
+from miniai.datasets import fashion_dls
 from miniai.resnet import resnet
 
 MODELS = {
     'flagship 8→128 (6 MFLOPs)': lambda: resnet((8, 16, 32, 64, 128), ks0=5, stem='conv'),
+    'course 16→512, block stem (37 MFLOPs)': lambda: resnet((16, 32, 64, 128, 256, 512), ks0=5, stem='block'),
     'wide 32→256 (69 MFLOPs)': lambda: resnet((32, 64, 128, 256), ks0=5, stem='conv'),
 }
-MODES = [(False, False), (False, True), (True, False), (True, True)]
 
 
 def main():
@@ -28,12 +28,8 @@ def main():
     xb, yb = next(iter(fashion_dls(args.bs, n_train=args.bs, n_valid=64).train))
     print("| model | fp32 | fp32 + channels-last | bf16 | bf16 + channels-last | speed-up |\n|--|--|--|--|--|--|")
     for name, make in MODELS.items():
-        best = {m: float('inf') for m in MODES}
-        for _ in range(args.reps):               # interleaved, so a load change hits every mode alike
-            for amp, cl in MODES:
-                set_seed(0)
-                best[amp, cl] = min(best[amp, cl], time_train_step(make(), xb, yb, amp=amp, channels_last=cl))
-        cells = ' | '.join(f"{best[m] * 1000:.0f} ms" for m in MODES)
+        best = precision_speeds(make, xb, yb, reps=args.reps)
+        cells = ' | '.join(f"{best[m] * 1000:.0f} ms" for m in PRECISION_MODES)
         print(f"| {name} | {cells} | {best[False, False] / best[True, True]:.2f}× |", flush=True)
 
 

@@ -83,6 +83,7 @@ def main():
     p.add_argument('config', nargs='?', default='{}')
     p.add_argument('--threads', type=int, default=0)
     p.add_argument('--log', default=None, help="append the RESULT json to this file too")
+    p.add_argument('--save', default=None, help="save the trained model's state_dict (and the config) to this file")
     args = p.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
     cfg = {**FLAGSHIP, 'flip': True, 'seed': 42, 'head': 'pool', 'depth': 1, 'erase_max': 4, 'amp': False, 'cl': False,
@@ -111,6 +112,7 @@ def main():
            'epoch_s': round(train_s / cfg['epochs'], 1), 'mflops': round(s.total_mflops, 2), 'params': s.total_params,
            'threads': torch.get_num_threads()}
     print('RESULT', json.dumps(res), flush=True)
+    if args.save: torch.save({'config': cfg, 'model': learn.model.state_dict()}, args.save)
     if args.log:
         with open(args.log, 'a') as f: f.write(json.dumps(res) + '\n')
 

@@ -16,7 +16,8 @@ from .datasets import DataLoaders
 from .learner import TrainCB, DeviceCB
 
 # %% auto #0
-__all__ = ['MixedPrecision', 'ChannelsLastCB', 'bf16_fast_on_cpu', 'time_train_step', 'AccelerateCB']
+__all__ = ['PRECISION_MODES', 'MixedPrecision', 'ChannelsLastCB', 'bf16_fast_on_cpu', 'time_train_step', 'precision_speeds',
+           'AccelerateCB']
 
 # %% ../nbs/12_accel.ipynb #81f781dd
 class MixedPrecision(TrainCB):
@@ -85,6 +86,17 @@ def time_train_step(model, xb, yb, amp=False, channels_last=False, n=5):
         loss.backward(); opt.step(); opt.zero_grad()
         ts.append(time.perf_counter() - t)
     return min(ts[1:])
+
+PRECISION_MODES = ((False, False), (False, True), (True, False), (True, True))   # (16-bit autocast, channels-last)
+
+def precision_speeds(make_model, xb, yb, reps=3, n=5):
+    "Best `time_train_step` of a fresh `make_model()` in each of `PRECISION_MODES`, over `reps` interleaved rounds."
+    best = {m: float('inf') for m in PRECISION_MODES}
+    for _ in range(reps):          # interleaved, so a change in the machine's load hits every mode alike
+        for amp, cl in PRECISION_MODES:
+            torch.manual_seed(0)
+            best[amp, cl] = min(best[amp, cl], time_train_step(make_model(), xb, yb, amp=amp, channels_last=cl, n=n))
+    return best
 
 # %% ../nbs/12_accel.ipynb #2ca06428
 def _accelerator_cls():
