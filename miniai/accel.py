@@ -9,6 +9,7 @@ Docs: https://miniai.github.io/miniai/accel.html.md"""
 from __future__ import annotations
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .callbacks import Callback
 from .conv import to_device
@@ -17,7 +18,7 @@ from .learner import TrainCB, DeviceCB
 
 # %% auto #0
 __all__ = ['PRECISION_MODES', 'MixedPrecision', 'ChannelsLastCB', 'bf16_fast_on_cpu', 'time_train_step', 'precision_speeds',
-           'AccelerateCB']
+           'SmallConv2d', 'matmul_small_convs', 'AccelerateCB']
 
 # %% ../nbs/12_accel.ipynb #81f781dd
 class MixedPrecision(TrainCB):
@@ -97,6 +98,28 @@ def precision_speeds(make_model, xb, yb, reps=3, n=5):
             torch.manual_seed(0)
             best[amp, cl] = min(best[amp, cl], time_train_step(make_model(), xb, yb, amp=amp, channels_last=cl, n=n))
     return best
+
+# %% ../nbs/12_accel.ipynb #7ddc3c90
+class SmallConv2d(nn.Conv2d):
+    "An `nn.Conv2d` computed as unfold + one matmul (im2col) when its input is on the CPU and has <= `max_hw` pixels."
+    max_hw = 16   # 4×4 maps and smaller: there the direct kernels were 2-8× slower than the matmul on this CPU
+
+    def forward(self, x):
+        H, W = x.shape[-2:]
+        if x.device.type != 'cpu' or H*W > self.max_hw or self.groups != 1 or self.padding_mode != 'zeros' \
+           or isinstance(self.padding, str): return super().forward(x)
+        (kh, kw), (ph, pw), (sh, sw), (dh, dw) = self.kernel_size, self.padding, self.stride, self.dilation
+        Ho, Wo = (H + 2*ph - dh*(kh-1) - 1)//sh + 1, (W + 2*pw - dw*(kw-1) - 1)//sw + 1
+        cols = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)  # (B, C*kh*kw, L)
+        out = self.weight.reshape(self.out_channels, -1) @ cols                                                 # (B, C_out, L)
+        if self.bias is not None: out = out + self.bias.to(out.dtype)[:, None]   # bf16 under autocast, like the conv
+        return out.view(x.shape[0], self.out_channels, Ho, Wo)
+
+def matmul_small_convs(model):
+    "Make every plain `nn.Conv2d` of `model` a `SmallConv2d` (in place: parameters and state_dict unchanged); returns `model`."
+    for m in model.modules():
+        if type(m) is nn.Conv2d: m.__class__ = SmallConv2d   # adds no state, so switching the class is safe
+    return model
 
 # %% ../nbs/12_accel.ipynb #2ca06428
 def _accelerator_cls():

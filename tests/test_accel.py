@@ -176,3 +176,37 @@ def test_time_train_step_reports_seconds():
     t = time_train_step(model, torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,)), amp=True, channels_last=True, n=2)
     assert 0 < t < 10
     assert isinstance(bf16_fast_on_cpu(), bool)
+
+
+@pytest.mark.parametrize('ni, nf, ks, stride, bias, hw', [(8, 16, 3, 1, False, 4), (8, 16, 3, 2, False, 3),
+                                                         (8, 16, 1, 1, True, 2), (4, 8, 5, 1, False, 4),
+                                                         (4, 8, 3, 2, False, 1), (4, 8, 3, 2, True, 7)])
+def test_small_conv_equals_conv2d(ni, nf, ks, stride, bias, hw):
+    from miniai.accel import SmallConv2d, matmul_small_convs
+    torch.manual_seed(0)
+    ref = nn.Conv2d(ni, nf, ks, stride=stride, padding=ks // 2, bias=bias)
+    ours = matmul_small_convs(nn.Sequential(nn.Conv2d(ni, nf, ks, stride=stride, padding=ks // 2, bias=bias)))[0]
+    assert type(ours) is SmallConv2d
+    ours.load_state_dict(ref.state_dict())
+    x1 = torch.randn(3, ni, hw, hw, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    o1, o2 = ref(x1), ours(x2)
+    torch.testing.assert_close(o2, o1, atol=1e-5, rtol=1e-5)
+    o1.square().sum().backward(); o2.square().sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-4)
+    with torch.autocast('cpu', dtype=torch.bfloat16):   # under autocast the matmul runs in bf16, like the conv
+        assert ours(x2).dtype == ref(x1).dtype == torch.bfloat16
+
+
+def test_matmul_small_convs_keeps_the_state_dict():
+    from miniai.accel import matmul_small_convs
+    from miniai.resnet import resnet
+    torch.manual_seed(0)
+    m = resnet((8, 16, 32, 64), ks0=5, stem='conv').eval()
+    sd = {k: v.clone() for k, v in m.state_dict().items()}
+    x = torch.randn(2, 1, 28, 28)
+    before = m(x)
+    matmul_small_convs(m)
+    assert m.state_dict().keys() == sd.keys() and all(torch.equal(m.state_dict()[k], v) for k, v in sd.items())
+    torch.testing.assert_close(m(x), before, atol=1e-5, rtol=1e-5)
