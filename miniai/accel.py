@@ -17,8 +17,9 @@ from .datasets import DataLoaders
 from .learner import TrainCB, DeviceCB
 
 # %% auto #0
-__all__ = ['PRECISION_MODES', 'MixedPrecision', 'ChannelsLastCB', 'bf16_fast_on_cpu', 'time_train_step', 'precision_speeds',
-           'SmallConv2d', 'matmul_small_convs', 'AccelerateCB']
+__all__ = ['PRECISION_MODES', 'PRECISIONS', 'MixedPrecision', 'ChannelsLastCB', 'bf16_fast_on_cpu', 'time_train_step',
+           'precision_speeds', 'resolve_precision', 'precision_cbs', 'SmallConv2d', 'matmul_small_convs',
+           'AccelerateCB']
 
 # %% ../nbs/12_accel.ipynb #81f781dd
 class MixedPrecision(TrainCB):
@@ -98,6 +99,24 @@ def precision_speeds(make_model, xb, yb, reps=3, n=5):
             torch.manual_seed(0)
             best[amp, cl] = min(best[amp, cl], time_train_step(make_model(), xb, yb, amp=amp, channels_last=cl, n=n))
     return best
+
+# %% ../nbs/12_accel.ipynb #30fa72ec
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+
+def resolve_precision(precision, device):
+    "'auto' → 'bf16' on a CPU with native bf16 (AVX512-bf16/AMX), 'fp16' on CUDA, else 'fp32'; other names unchanged."
+    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != 'auto': return precision
+    dev = torch.device(device).type
+    if dev == 'cuda': return 'fp16'
+    return 'bf16' if dev == 'cpu' and bf16_fast_on_cpu() else 'fp32'
+
+def precision_cbs(precision):
+    "The training callbacks for 'fp32' (`TrainCB`), 'bf16' or 'fp16' (`MixedPrecision` + `ChannelsLastCB`)."
+    if precision not in ('fp32', 'bf16', 'fp16'):
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16' (resolve 'auto' first), got {precision!r}")
+    if precision == 'fp32': return [TrainCB()]
+    return [MixedPrecision(dtype=torch.bfloat16 if precision == 'bf16' else torch.float16), ChannelsLastCB()]
 
 # %% ../nbs/12_accel.ipynb #7ddc3c90
 class SmallConv2d(nn.Conv2d):

@@ -21,12 +21,12 @@ from .callbacks import Callback
 from .checkpoint import CheckpointCB, atomic_save, read_checkpoint
 from .learner import Learner, TrainCB, DeviceCB, MetricsCB, ProgressCB
 from .augment import FLAGSHIP, aug_cb, flagship_model, flagship_tfms
-from .accel import MixedPrecision, ChannelsLastCB, bf16_fast_on_cpu, matmul_small_convs
+from .accel import PRECISIONS, resolve_precision, precision_cbs, matmul_small_convs
 from .distributed import DDPCB, ddp_setup, dist_env, rank_device, sync_batchnorm
 
 # %% auto #0
-__all__ = ['RECIPES', 'DEFAULT_RECIPE', 'PRECISIONS', 'Recipe', 'resolve_precision', 'precision_cbs', 'OneCycleCB', 'LossLogCB',
-           'UsageError', 'check_args', 'parse_args', 'predict', 'confusion_matrix', 'train', 'main']
+__all__ = ['RECIPES', 'DEFAULT_RECIPE', 'Recipe', 'OneCycleCB', 'LossLogCB', 'UsageError', 'check_args', 'parse_args', 'predict',
+           'confusion_matrix', 'train', 'main']
 
 # %% ../nbs/20_train.ipynb #709d3855
 @dataclass
@@ -51,19 +51,6 @@ RECIPES = {
                          lambda: simple_cnn(norm=True), lr=1e-2, bs=256, epochs=5),
 }
 DEFAULT_RECIPE = 'resnet'
-PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
-
-def resolve_precision(precision, device):
-    "'auto' → 'bf16' on a CPU with native bf16 (AVX512-bf16/AMX), 'fp16' on CUDA, else 'fp32'; other names unchanged."
-    if precision != 'auto': return precision
-    dev = torch.device(device).type
-    if dev == 'cuda': return 'fp16'
-    return 'bf16' if dev == 'cpu' and bf16_fast_on_cpu() else 'fp32'
-
-def precision_cbs(precision):
-    "The training callback for `precision` (TrainCB, or MixedPrecision + ChannelsLastCB for 16-bit)."
-    if precision == 'fp32': return [TrainCB()]
-    return [MixedPrecision(dtype=torch.bfloat16 if precision == 'bf16' else torch.float16), ChannelsLastCB()]
 
 # %% ../nbs/20_train.ipynb #428a5750
 class OneCycleCB(Callback):

@@ -70,8 +70,7 @@ def test_report_and_exact_resume_after_ctrl_c(tmp_path):
 
 
 def test_precision_is_resolved_and_reported(tmp_path):
-    from miniai.train import resolve_precision, precision_cbs
-    from miniai.accel import MixedPrecision, ChannelsLastCB, bf16_fast_on_cpu
+    from miniai.accel import resolve_precision, precision_cbs, MixedPrecision, ChannelsLastCB, bf16_fast_on_cpu
     from miniai.learner import TrainCB
     assert resolve_precision('auto', 'cpu') == ('bf16' if bf16_fast_on_cpu() else 'fp32')
     assert resolve_precision('auto', 'cuda') == 'fp16' and resolve_precision('fp32', 'cuda') == 'fp32'
