@@ -187,7 +187,9 @@ def test_small_conv_equals_conv2d(ni, nf, ks, stride, bias, hw):
     ref = nn.Conv2d(ni, nf, ks, stride=stride, padding=ks // 2, bias=bias)
     ours = matmul_small_convs(nn.Sequential(nn.Conv2d(ni, nf, ks, stride=stride, padding=ks // 2, bias=bias)))[0]
     assert type(ours) is SmallConv2d
+    ours.max_hw = 10**6   # take the matmul path at every size tested here
     ours.load_state_dict(ref.state_dict())
+    with torch.no_grad(): torch.testing.assert_close(ours(torch.ones(2, ni, hw, hw)), ref(torch.ones(2, ni, hw, hw)))
     x1 = torch.randn(3, ni, hw, hw, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_()
     o1, o2 = ref(x1), ours(x2)
