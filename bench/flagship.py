@@ -2,6 +2,7 @@
 print one RESULT json line (test accuracy, with TTA, training seconds, seconds per epoch, MFLOPs per image).
 
     python bench/flagship.py '{"nfs": [16, 32, 64, 128], "epochs": 5}' [--threads 1] [--log runs.jsonl]
+    python bench/flagship.py --record 20 '{"seed": 1}'      # an accuracy-record recipe (miniai.augment.RECORDS)
 
 Keys (defaults = the flagship, `miniai.augment.FLAGSHIP`): nfs, ks0, stem, stride0, depth, head, epochs, bs, lr, wd,
 label_smoothing, pad (random-crop padding, 0 = none), flip (bool), erase (rand_erase pct, 0 = none), erase_max,
@@ -17,7 +18,7 @@ from miniai.datasets import fashion_dls, set_seed
 from miniai.learner import Learner, TrainCB, DeviceCB, MetricsCB
 from miniai.metrics import Accuracy
 from miniai.resnet import resnet, summary
-from miniai.augment import FLAGSHIP, RandCrop, RandFlip, RandErase, aug_cb, capture_preds, accuracy
+from miniai.augment import FLAGSHIP, RECORDS, RandCrop, RandFlip, RandErase, aug_cb, capture_preds, accuracy
 from miniai.averaging import EMACB
 from miniai.accel import MixedPrecision, matmul_small_convs
 from miniai.callbacks import Callback
@@ -82,12 +83,15 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('config', nargs='?', default='{}')
     p.add_argument('--threads', type=int, default=0)
+    p.add_argument('--record', type=int, default=None, choices=sorted(RECORDS),
+                   help="start from the record recipe for this many epochs (bf16, channels-last, 10-view TTA too)")
     p.add_argument('--log', default=None, help="append the RESULT json to this file too")
     p.add_argument('--save', default=None, help="save the trained model's state_dict (and the config) to this file")
     args = p.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
     cfg = {**FLAGSHIP, 'flip': True, 'seed': 42, 'head': 'pool', 'depth': 1, 'erase_max': 4, 'amp': False, 'cl': False,
            'opt': 'adamw', 'ema': 0., 'mm': True, 'n_train': None, 'tta_shift': 0, 'pct_start': 0.25, 'drop': 0.,
+           **({**RECORDS[args.record], 'amp': True, 'cl': True, 'tta_shift': 1} if args.record else {}),
            **json.loads(args.config)}
     set_seed(cfg['seed'])
     dls = fashion_dls(cfg['bs'], n_train=cfg['n_train'])

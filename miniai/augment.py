@@ -21,10 +21,10 @@ from .init import BatchTransformCB
 from .resnet import resnet, fit_report
 
 # %% auto #0
-__all__ = ['FLAGSHIP', 'check_batch', 'rand_flip', 'rand_crop', 'rand_resized_crop', 'rand_erase', 'rand_copy', 'RandFlip',
-           'RandCrop', 'RandResizedCrop', 'RandErase', 'RandCopy', 'tfm_batch', 'aug_cb', 'show_image_batch', 'Dropout',
-           'Dropout2d', 'CapturePreds', 'capture_preds', 'tta_preds', 'ensemble_preds', 'accuracy', 'flagship_model',
-           'flagship_tfms', 'fit_flagship']
+__all__ = ['FLAGSHIP', 'RECORDS', 'check_batch', 'rand_flip', 'rand_crop', 'rand_resized_crop', 'rand_erase', 'rand_copy',
+           'RandFlip', 'RandCrop', 'RandResizedCrop', 'RandErase', 'RandCopy', 'tfm_batch', 'aug_cb',
+           'show_image_batch', 'Dropout', 'Dropout2d', 'CapturePreds', 'capture_preds', 'tta_preds', 'ensemble_preds',
+           'accuracy', 'flagship_model', 'flagship_tfms', 'fit_flagship', 'record_model']
 
 # %% ../nbs/11_augment.ipynb #e5b9f6c7
 def check_batch(x):
@@ -243,3 +243,17 @@ def fit_flagship(dls, epochs=None, lr=None, wd=None, label_smoothing=None, model
     loss = nn.CrossEntropyLoss(label_smoothing=pick(label_smoothing, 'label_smoothing'))
     return fit_report(model, dls, epochs=pick(epochs, 'epochs'), lr=pick(lr, 'lr'), wd=pick(wd, 'wd'), loss_func=loss,
                       cbs=[aug_cb(*flagship_tfms()), *cbs], progress=progress)
+
+# %% ../nbs/11_augment.ipynb #81328008
+_RECORD_NET = dict(nfs=(16, 32, 64, 128, 256, 512), ks0=5, stem='block', depth=2, pct_start=0.25)
+RECORDS = {   # epochs -> settings of that record's recipe; the optimiser, lr, wd, batch size, smoothing are FLAGSHIP's
+    5: {**FLAGSHIP, **_RECORD_NET, 'epochs': 5},
+    20: {**FLAGSHIP, **_RECORD_NET, 'epochs': 20, 'pad': 1, 'erase': 0.2},
+    50: {**FLAGSHIP, **_RECORD_NET, 'epochs': 50, 'pad': 1, 'erase': 0.2},
+}
+
+def record_model(epochs):
+    "The ResNet of the `epochs`-epoch accuracy-record recipe, `RECORDS[epochs]`."
+    if epochs not in RECORDS: raise ValueError(f"there are record recipes for {sorted(RECORDS)} epochs, not {epochs!r}")
+    r = RECORDS[epochs]
+    return resnet(r['nfs'], ks0=r['ks0'], stem=r['stem'], depth=r['depth'], head='pool')

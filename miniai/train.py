@@ -8,6 +8,7 @@ Docs: https://miniai.github.io/miniai/train.html.md"""
 from __future__ import annotations
 import argparse, json, platform, sys, time
 from dataclasses import dataclass, asdict
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from .metrics import Accuracy
 from .callbacks import Callback
 from .checkpoint import CheckpointCB, atomic_save, read_checkpoint
 from .learner import Learner, TrainCB, DeviceCB, MetricsCB, ProgressCB
-from .augment import FLAGSHIP, aug_cb, flagship_model, flagship_tfms
+from .augment import FLAGSHIP, RECORDS, aug_cb, flagship_model, flagship_tfms, record_model
 from .accel import PRECISIONS, resolve_precision, precision_cbs, matmul_small_convs
 from .distributed import DDPCB, ddp_setup, dist_env, rank_device, sync_batchnorm
 
@@ -41,6 +42,7 @@ class Recipe:
     wd: float = 1e-2
     label_smoothing: float = 0.
     make_tfms: callable = None   # returns the training-time batch augmentations
+    pct_start: float = 0.3        # fraction of the one-cycle schedule spent warming up
     precision: str = 'fp32'       # 'auto': 16-bit autocast + channels-last where the hardware is fast at it (`resolve_precision`)
 
 RECIPES = {
@@ -49,16 +51,20 @@ RECIPES = {
                      label_smoothing=FLAGSHIP['label_smoothing'], make_tfms=flagship_tfms, precision='auto'),
     'simple_cnn': Recipe('simple_cnn', "the lessons' stride-2 CNN (1→8→16→32→64→10) with BatchNorm",
                          lambda: simple_cnn(norm=True), lr=1e-2, bs=256, epochs=5),
+    **{f'record{n}': Recipe(f'record{n}', f"the {n}-epoch accuracy-record ResNet (16→512, two blocks per stage)",
+                            partial(record_model, n), lr=r['lr'], bs=r['bs'], epochs=n, wd=r['wd'],
+                            label_smoothing=r['label_smoothing'], make_tfms=partial(flagship_tfms, r['pad'], r['erase']),
+                            pct_start=r['pct_start'], precision='auto') for n, r in RECORDS.items()},
 }
 DEFAULT_RECIPE = 'resnet'
 
 # %% ../nbs/20_train.ipynb #428a5750
 class OneCycleCB(Callback):
     "Step a `torch.optim.lr_scheduler.OneCycleLR` (peak `max_lr`) after every training batch; log lr and momentum/beta1."
-    def __init__(self, max_lr): self.max_lr, self.lrs, self.moms = max_lr, [], []
+    def __init__(self, max_lr, pct_start=0.3): self.max_lr, self.pct_start, self.lrs, self.moms = max_lr, pct_start, [], []
     def before_fit(self, learn):
         total = learn.n_epochs*len(learn.train_dl)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(learn.opt, self.max_lr, total_steps=total)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(learn.opt, self.max_lr, total_steps=total, pct_start=self.pct_start)
     def after_step(self, learn):
         pg = learn.opt.param_groups[0]
         self.lrs.append(pg['lr'])
@@ -215,7 +221,7 @@ def _train(args, recipe, rank, world):
     set_seed(args.seed)
     dls = fashion_dls(bs=bs, n_train=args.subset, path=args.data)
     metrics = MetricsCB(accuracy=Accuracy(), quiet=rank != 0)   # only rank 0 prints
-    losses, sched = LossLogCB(), OneCycleCB(lr)
+    losses, sched = LossLogCB(), OneCycleCB(lr, recipe.pct_start)
     opt = lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=recipe.wd)
     out = Path(args.out)
     augs = [aug_cb(*recipe.make_tfms())] if recipe.make_tfms else []   # training batches only
