@@ -20,17 +20,9 @@ from miniai.metrics import Accuracy
 from miniai.resnet import resnet, summary
 from miniai.augment import FLAGSHIP, RECORDS, RandCrop, RandFlip, RandErase, aug_cb, capture_preds, accuracy
 from miniai.averaging import EMACB
-from miniai.accel import MixedPrecision, matmul_small_convs
+from miniai.accel import MixedPrecision, ChannelsLastCB, matmul_small_convs
+from miniai.train import OneCycleCB
 from miniai.callbacks import Callback
-
-
-class OneCycle(Callback):
-    "torch's OneCycleLR stepped after every training batch (`pct` of the steps warming up)."
-    def __init__(self, max_lr, pct=0.25): self.max_lr, self.pct = max_lr, pct
-    def before_fit(self, learn):
-        n = max(learn.n_epochs * len(learn.train_dl), 2)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(learn.opt, self.max_lr, total_steps=n, pct_start=self.pct)
-    def after_step(self, learn): self.sched.step()
 
 
 class EpochTimer(Callback):
@@ -38,11 +30,6 @@ class EpochTimer(Callback):
     def before_epoch(self, learn): self.t = time.perf_counter()
     def after_epoch(self, learn):
         print(f"epoch {learn.epoch} {'train' if learn.training else 'valid'}: {time.perf_counter() - self.t:.0f} s", flush=True)
-
-
-class ChannelsLast(Callback):
-    "Keep the model's conv weights in channels-last (NHWC) layout, which oneDNN/cuDNN run faster in 16 bits."
-    def before_fit(self, learn): learn.model.to(memory_format=torch.channels_last)
 
 
 def _opt(cfg):
@@ -102,8 +89,8 @@ def main():
            ([RandErase(pct=cfg['erase'], max_num=cfg['erase_max'])] if cfg['erase'] else [])
     s = summary(model, next(iter(dls.valid))[0][:2])
     metrics = MetricsCB(accuracy=Accuracy())
-    cbs = [MixedPrecision() if cfg['amp'] else TrainCB(), DeviceCB(), metrics, OneCycle(cfg['lr'], cfg['pct_start']), EpochTimer()]
-    if cfg['cl']: cbs.append(ChannelsLast())
+    cbs = [MixedPrecision() if cfg['amp'] else TrainCB(), DeviceCB(), metrics, OneCycleCB(cfg['lr'], cfg['pct_start']), EpochTimer()]
+    if cfg['cl']: cbs.append(ChannelsLastCB())
     if tfms: cbs.append(aug_cb(*tfms))
     if cfg['ema']: cbs.append(EMACB(cfg['ema']))
     learn = Learner(model, dls, nn.CrossEntropyLoss(label_smoothing=cfg['label_smoothing']), lr=cfg['lr'],
