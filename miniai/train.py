@@ -46,7 +46,7 @@ class Recipe:
     precision: str = 'fp32'       # 'auto': 16-bit autocast + channels-last where the hardware is fast at it (`resolve_precision`)
 
 RECIPES = {
-    'resnet': Recipe('resnet', f"the flagship ResNet {FLAGSHIP['nfs']} with per-image crop+flip, label smoothing",
+    'resnet': Recipe('resnet', f"the flagship ResNet {FLAGSHIP['nfs']} with per-image flips, label smoothing",
                      flagship_model, lr=FLAGSHIP['lr'], bs=FLAGSHIP['bs'], epochs=FLAGSHIP['epochs'], wd=FLAGSHIP['wd'],
                      label_smoothing=FLAGSHIP['label_smoothing'], make_tfms=flagship_tfms, precision='auto'),
     'simple_cnn': Recipe('simple_cnn', "the lessons' stride-2 CNN (1→8→16→32→64→10) with BatchNorm",
