@@ -45,16 +45,19 @@ class Recipe:
     pct_start: float = 0.3        # fraction of the one-cycle schedule spent warming up
     precision: str = 'fp32'       # 'auto': 16-bit autocast + channels-last where the hardware is fast at it (`resolve_precision`)
 
+def _resnet_recipe(name, doc, make_model, s):
+    "A `Recipe` whose training settings come from the dict `s` (`FLAGSHIP` or a `RECORDS` entry), in 'auto' precision."
+    return Recipe(name, doc, make_model, lr=s['lr'], bs=s['bs'], epochs=s['epochs'], wd=s['wd'],
+                  label_smoothing=s['label_smoothing'], make_tfms=partial(flagship_tfms, s['pad'], s['erase']),
+                  pct_start=s.get('pct_start', Recipe.pct_start), precision='auto')
+
 RECIPES = {
-    'resnet': Recipe('resnet', f"the flagship ResNet {FLAGSHIP['nfs']} with per-image flips, label smoothing",
-                     flagship_model, lr=FLAGSHIP['lr'], bs=FLAGSHIP['bs'], epochs=FLAGSHIP['epochs'], wd=FLAGSHIP['wd'],
-                     label_smoothing=FLAGSHIP['label_smoothing'], make_tfms=flagship_tfms, precision='auto'),
+    'resnet': _resnet_recipe('resnet', f"the flagship ResNet {FLAGSHIP['nfs']} with per-image flips, label smoothing",
+                             flagship_model, FLAGSHIP),
     'simple_cnn': Recipe('simple_cnn', "the lessons' stride-2 CNN (1→8→16→32→64→10) with BatchNorm",
                          lambda: simple_cnn(norm=True), lr=1e-2, bs=256, epochs=5),
-    **{f'record{n}': Recipe(f'record{n}', f"the {n}-epoch accuracy-record ResNet (16→512, two blocks per stage)",
-                            partial(record_model, n), lr=r['lr'], bs=r['bs'], epochs=n, wd=r['wd'],
-                            label_smoothing=r['label_smoothing'], make_tfms=partial(flagship_tfms, r['pad'], r['erase']),
-                            pct_start=r['pct_start'], precision='auto') for n, r in RECORDS.items()},
+    **{f'record{n}': _resnet_recipe(f'record{n}', f"the {n}-epoch accuracy-record ResNet (16→512, two blocks per stage)",
+                                    partial(record_model, n), r) for n, r in RECORDS.items()},
 }
 DEFAULT_RECIPE = 'resnet'
 
