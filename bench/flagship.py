@@ -66,6 +66,13 @@ def _tta(learn, shift):
     return out
 
 
+def config(record=None, overrides=None):
+    "The settings of a run: the flagship's, or the `record`-epoch recipe's (bf16, channels-last, 10-view TTA), updated by `overrides`."
+    return {**FLAGSHIP, 'flip': True, 'seed': 42, 'head': 'pool', 'depth': 1, 'erase_max': 4, 'amp': False, 'cl': False,
+            'opt': 'adamw', 'ema': 0., 'mm': True, 'n_train': None, 'tta_shift': 0, 'pct_start': 0.25, 'drop': 0.,
+            **({**RECORDS[record], 'amp': True, 'cl': True, 'tta_shift': 1} if record else {}), **(overrides or {})}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('config', nargs='?', default='{}')
@@ -76,10 +83,7 @@ def main():
     p.add_argument('--save', default=None, help="save the trained model's state_dict (and the config) to this file")
     args = p.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
-    cfg = {**FLAGSHIP, 'flip': True, 'seed': 42, 'head': 'pool', 'depth': 1, 'erase_max': 4, 'amp': False, 'cl': False,
-           'opt': 'adamw', 'ema': 0., 'mm': True, 'n_train': None, 'tta_shift': 0, 'pct_start': 0.25, 'drop': 0.,
-           **({**RECORDS[args.record], 'amp': True, 'cl': True, 'tta_shift': 1} if args.record else {}),
-           **json.loads(args.config)}
+    cfg = config(args.record, json.loads(args.config))
     set_seed(cfg['seed'])
     dls = fashion_dls(cfg['bs'], n_train=cfg['n_train'])
     model = resnet(tuple(cfg['nfs']), ks0=cfg['ks0'], stem=cfg['stem'], stride0=cfg['stride0'], depth=cfg['depth'],

@@ -15,9 +15,9 @@ from miniai.datasets import fashion_dls
 from miniai.learner import Learner, DeviceCB, MetricsCB
 from miniai.metrics import Accuracy
 from miniai.resnet import summary
-from miniai.augment import RECORDS, record_model
+from miniai.augment import record_model
 from miniai.accel import MixedPrecision, ChannelsLastCB, matmul_small_convs
-from flagship import _tta
+from flagship import config, _tta
 
 
 def record_result(run_dir):
@@ -38,8 +38,7 @@ def record_result(run_dir):
     s = summary(model, next(iter(dls.valid))[0][:2])
     metrics = MetricsCB(accuracy=Accuracy())
     learn = Learner(model, dls, nn.CrossEntropyLoss(), cbs=[MixedPrecision(), ChannelsLastCB(), DeviceCB(), metrics])
-    cfg = {**RECORDS[epochs], 'nfs': list(RECORDS[epochs]['nfs']), 'flip': True, 'seed': report['seed'],
-           'head': 'pool', 'amp': True, 'cl': True, 'opt': 'adamw', 'mm': True, 'tta_shift': 1}
+    cfg = config(epochs, {'seed': report['seed']})
     train_s = report['train_seconds']
     return {**cfg, 'acc': round(report['test_accuracy'], 4), **_tta(learn, 1), 'train_s': round(train_s),
             'epoch_s': round(train_s / epochs, 1), 'mflops': round(s.total_mflops, 2), 'params': s.total_params,
