@@ -4,8 +4,8 @@ so both kinds of record run sit in one table (`bench/records/runs.jsonl`, read b
     python bench/record_eval.py runs/record50 [--log bench/records/runs.jsonl]
 
 Reads the run folder's metrics.json (recipe, seed, test accuracy, training seconds) and model.pth, and scores the
-model on the 10,000 test images the way flagship.py does: bf16 + channels-last, plain, flip TTA and 10-view TTA
-(flips × one-pixel shifts).
+model on the 10,000 test images the way flagship.py does, in the precision it was trained in (bf16 + channels-last, or
+fp32): plain, flip TTA and 10-view TTA (flips × one-pixel shifts).
 """
 import argparse, json, sys
 from pathlib import Path
@@ -16,7 +16,7 @@ from miniai.learner import Learner, DeviceCB, MetricsCB
 from miniai.metrics import Accuracy
 from miniai.resnet import summary
 from miniai.augment import record_model
-from miniai.accel import MixedPrecision, ChannelsLastCB, matmul_small_convs
+from miniai.accel import precision_cbs, matmul_small_convs
 from flagship import config, _tta
 
 
@@ -37,8 +37,9 @@ def record_result(run_dir):
     dls = fashion_dls(report['bs'])
     s = summary(model, next(iter(dls.valid))[0][:2])
     metrics = MetricsCB(accuracy=Accuracy())
-    learn = Learner(model, dls, nn.CrossEntropyLoss(), cbs=[MixedPrecision(), ChannelsLastCB(), DeviceCB(), metrics])
-    cfg = config(epochs, {'seed': report['seed']})
+    precision = report['precision']
+    learn = Learner(model, dls, nn.CrossEntropyLoss(), cbs=[*precision_cbs(precision), DeviceCB(), metrics])
+    cfg = config(epochs, {'seed': report['seed'], 'amp': precision != 'fp32', 'cl': precision != 'fp32'})
     train_s = report['train_seconds']
     return {**cfg, 'acc': round(report['test_accuracy'], 4), **_tta(learn, 1), 'train_s': round(train_s),
             'epoch_s': round(train_s / epochs, 1), 'mflops': round(s.total_mflops, 2), 'params': s.total_params,
