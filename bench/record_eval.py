@@ -39,7 +39,8 @@ def record_result(run_dir):
     metrics = MetricsCB(accuracy=Accuracy())
     precision = report['precision']
     learn = Learner(model, dls, nn.CrossEntropyLoss(), cbs=[*precision_cbs(precision), DeviceCB(), metrics])
-    cfg = config(epochs, {'seed': report['seed'], 'amp': precision != 'fp32', 'cl': precision != 'fp32'})
+    half = precision != 'fp32'   # precision_cbs pairs 16-bit autocast with channels-last
+    cfg = config(epochs, {'seed': report['seed'], 'amp': half, 'cl': half})
     train_s = report['train_seconds']
     return {**cfg, 'acc': round(report['test_accuracy'], 4), **_tta(learn, 1), 'train_s': round(train_s),
             'epoch_s': round(train_s / epochs, 1), 'mflops': round(s.total_mflops, 2), 'params': s.total_params,
