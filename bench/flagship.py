@@ -7,7 +7,7 @@ print one RESULT json line (test accuracy, with TTA, training seconds, seconds p
 Keys (defaults = the flagship, `miniai.augment.FLAGSHIP`): nfs, ks0, stem, stride0, depth, head, epochs, bs, lr, wd,
 label_smoothing, pad (random-crop padding, 0 = none), flip (bool), erase (rand_erase pct, 0 = none), erase_max,
 amp (bf16 autocast on CPU / fp16 on CUDA), cl (channels-last memory format), opt ('adamw' or 'sgd': Nesterov
-momentum 0.9), ema (EMA decay of the weights, 0 = none), mm (convs on small maps as im2col matmuls, default true), n_train (first N training images; quick checks), seed.
+momentum 0.9), ema (EMA decay of the weights, 0 = none), zero_bn (start each ResBlock as an identity: `zero_bn`), mm (convs on small maps as im2col matmuls, default true), n_train (first N training images; quick checks), seed.
 On an oversubscribed CPU use --threads 1 (two threads were several times slower there).
 """
 import argparse, json, time
@@ -17,7 +17,7 @@ from torch import nn
 from miniai.datasets import fashion_dls, set_seed
 from miniai.learner import Learner, TrainCB, DeviceCB, MetricsCB
 from miniai.metrics import Accuracy
-from miniai.resnet import resnet, summary
+from miniai.resnet import resnet, summary, zero_bn
 from miniai.augment import FLAGSHIP, RECORDS, RandCrop, RandFlip, RandErase, aug_cb, capture_preds, accuracy
 from miniai.averaging import EMACB
 from miniai.accel import MixedPrecision, ChannelsLastCB, matmul_small_convs, resolve_precision
@@ -76,6 +76,7 @@ def config(record=None, overrides=None):
     "The settings of a run: the flagship's, or the `record`-epoch recipe's (16-bit where fast, channels-last, 10-view TTA), updated by `overrides`."
     return {**FLAGSHIP, 'flip': True, 'seed': 42, 'head': 'pool', 'depth': 1, 'erase_max': 4, 'amp': False, 'cl': False,
             'opt': 'adamw', 'ema': 0., 'mm': True, 'n_train': None, 'tta_shift': 0, 'pct_start': 0.25, 'drop': 0.,
+            'zero_bn': False,
             **({**RECORDS[record], 'amp': _fast_amp(), 'cl': True, 'tta_shift': 1} if record else {}), **(overrides or {})}
 
 
@@ -94,6 +95,7 @@ def main():
     dls = fashion_dls(cfg['bs'], n_train=cfg['n_train'])
     model = resnet(tuple(cfg['nfs']), ks0=cfg['ks0'], stem=cfg['stem'], stride0=cfg['stride0'], depth=cfg['depth'],
                    head=cfg['head'], drop=cfg['drop'])
+    if cfg['zero_bn']: model.apply(zero_bn)
     if cfg['mm']: matmul_small_convs(model)   # im2col + matmul for <= 4x4 maps: same results, faster on the CPU
     tfms = ([RandCrop(pad=cfg['pad'])] if cfg['pad'] else []) + ([RandFlip()] if cfg['flip'] else []) + \
            ([RandErase(pct=cfg['erase'], max_num=cfg['erase_max'])] if cfg['erase'] else [])
