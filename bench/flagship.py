@@ -7,7 +7,9 @@ print one RESULT json line (test accuracy, with TTA, training seconds, seconds p
 Keys (defaults = the flagship, `miniai.augment.FLAGSHIP`): nfs, ks0, stem, stride0, depth, head, epochs, bs, lr, wd,
 label_smoothing, pad (random-crop padding, 0 = none), flip (bool), erase (rand_erase pct, 0 = none), erase_max,
 amp (bf16 autocast on CPU / fp16 on CUDA), cl (channels-last memory format), opt ('adamw' or 'sgd': Nesterov
-momentum 0.9), ema (EMA decay of the weights, 0 = none), zero_bn (start each ResBlock as an identity: `zero_bn`), mm (convs on small maps as im2col matmuls, default true), n_train (first N training images; quick checks), seed.
+momentum 0.9), ema (EMA decay of the weights, 0 = none), zero_bn (start each ResBlock as an identity: `zero_bn`),
+beta2 (AdamW's second-moment decay, torch's 0.999 by default; beta1 is cycled by the one-cycle schedule), mm (convs on
+small maps as im2col matmuls, default true), n_train (first N training images; quick checks), seed.
 On an oversubscribed CPU use --threads 1 (two threads were several times slower there).
 """
 import argparse, json, time
@@ -34,7 +36,7 @@ class EpochTimer(Callback):
 
 
 def _opt(cfg):
-    if cfg['opt'] == 'adamw': return partial(torch.optim.AdamW, weight_decay=cfg['wd'])
+    if cfg['opt'] == 'adamw': return partial(torch.optim.AdamW, weight_decay=cfg['wd'], betas=(0.9, cfg['beta2']))
     if cfg['opt'] == 'sgd': return partial(torch.optim.SGD, momentum=0.9, nesterov=True, weight_decay=cfg['wd'])
     raise ValueError(f"opt must be 'adamw' or 'sgd', got {cfg['opt']!r}")
 
@@ -76,7 +78,7 @@ def config(record=None, overrides=None):
     "The settings of a run: the flagship's, or the `record`-epoch recipe's (16-bit where fast, channels-last, 10-view TTA), updated by `overrides`."
     return {**FLAGSHIP, 'flip': True, 'seed': 42, 'head': 'pool', 'depth': 1, 'erase_max': 4, 'amp': False, 'cl': False,
             'opt': 'adamw', 'ema': 0., 'mm': True, 'n_train': None, 'tta_shift': 0, 'pct_start': 0.25, 'drop': 0.,
-            'zero_bn': False,
+            'zero_bn': False, 'beta2': 0.999,
             **({**RECORDS[record], 'amp': _fast_amp(), 'cl': True, 'tta_shift': 1} if record else {}), **(overrides or {})}
 
 
