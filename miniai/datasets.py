@@ -119,6 +119,19 @@ def _sources(path=None) -> list:
     return [idx(DEBIAN_FASHION_DIR), (f"the HF hub ({HF_FASHION_REPO})", 'hub', _hub_arrays)]
 
 # %% ../nbs/01_datasets.ipynb #04062c10
+def _fresh_tmp(path: Path) -> Path:
+    "A temporary name beside `path`, unique to this process and call, so concurrent first loads never share one."
+    return path.with_name(f'.{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp')  # os.urandom: seeded RNGs untouched
+
+def _save_npz(path: Path, arrays: dict):
+    "Write `arrays` (split -> (x, y)) to `path` atomically: into a fresh temporary file, then renamed over `path`."
+    tmp = _fresh_tmp(path)
+    try:
+        with open(tmp, 'wb') as f:
+            np.savez(f, **{f'{s}_{k}': a for s, (x, y) in arrays.items() for k, a in (('x', x), ('y', y))})
+        tmp.replace(path)
+    finally: tmp.unlink(missing_ok=True)
+
 def fashion_mnist_arrays(path=None) -> dict:
     "Fashion-MNIST as `{'train': (uint8 images (N,28,28), int64 labels), 'test': ...}` from the first source that works."
     tried = []
@@ -132,9 +145,7 @@ def fashion_mnist_arrays(path=None) -> dict:
             tried.append(f"  - {desc}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             continue
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name('arrays.tmp.npz')
-        np.savez(tmp, **{f'{s}_{k}': a for s, (x, y) in arrays.items() for k, a in (('x', x), ('y', y))})
-        tmp.replace(cached)
+        _save_npz(cached, arrays)
         return arrays
     raise FileNotFoundError("Fashion-MNIST was not found. Tried:\n" + '\n'.join(tried) + '\n' + INSTALL_HINT)
 
@@ -145,17 +156,23 @@ def _arrays_to_dd(arrays: dict):
     return hfd.DatasetDict({s: hfd.Dataset.from_dict({'image': list(x), 'label': y.tolist()}, features=feats)
                             for s, (x, y) in arrays.items()})
 
+def _save_dd(folder: Path, arrays: dict):
+    "Save the `DatasetDict` of `arrays` to `folder` atomically; if another process published `folder` first, keep theirs."
+    tmp = _fresh_tmp(folder)
+    try:
+        _arrays_to_dd(arrays).save_to_disk(str(tmp))
+        try: tmp.rename(folder)
+        except OSError:
+            if not folder.is_dir(): raise  # a real failure, not a lost race
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+
 def load_fashion_mnist(path=None):
     "Fashion-MNIST as a `datasets.DatasetDict` with `train` (60,000) and `test` (10,000) splits; cached after the first call."
     import datasets as hfd
     arrays = fashion_mnist_arrays(path)
     digest = hashlib.sha1(b''.join(a.tobytes() for x, y in arrays.values() for a in (x[:, 14], y))).hexdigest()[:12]
     folder = cache_dir()/'fashion_mnist'/f'hf-{digest}'
-    if not folder.is_dir():
-        tmp = folder.with_name(folder.name + '.tmp')
-        shutil.rmtree(tmp, ignore_errors=True)
-        _arrays_to_dd(arrays).save_to_disk(str(tmp))
-        tmp.rename(folder)
+    if not folder.is_dir(): _save_dd(folder, arrays)
     return hfd.load_from_disk(str(folder))
 
 # %% ../nbs/01_datasets.ipynb #a71625cb

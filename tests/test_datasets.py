@@ -1,5 +1,5 @@
 "Fashion-MNIST loading: IDX parsing and validation, sources, the DatasetDict, the fast path."
-import gzip, struct, time
+import gzip, multiprocessing, struct, time
 
 import numpy as np
 import pytest
@@ -85,6 +85,26 @@ def test_dataset_dict_matches_arrays(fashion_arrays):
             item = dd[split][i]
             assert item['image'].size == (28, 28) and item['label'] == y[i]
             np.testing.assert_array_equal(np.asarray(item['image']), x[i])
+
+
+def _first_load(q):
+    from miniai.datasets import load_fashion_mnist
+    try: q.put(load_fashion_mnist()['test'].num_rows)
+    except Exception as e: q.put(f"{type(e).__name__}: {e}")
+
+
+def test_two_processes_filling_an_empty_cache_at_once(tmp_path, monkeypatch, fashion_arrays):
+    "Two training runs started together on a new machine both convert the data; neither may trip over the other's files."
+    monkeypatch.setenv('MINIAI_CACHE', str(tmp_path / 'cache'))   # inherited by the spawned processes
+    ctx = multiprocessing.get_context('spawn')
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_first_load, args=(q,)) for _ in range(2)]
+    for p in procs: p.start()
+    results = [q.get(timeout=300) for _ in procs]
+    for p in procs: p.join(timeout=60)
+    assert results == [10_000, 10_000], results
+    leftovers = [p.name for p in (tmp_path / 'cache').rglob('*.tmp')]
+    assert leftovers == [], leftovers
 
 
 def test_second_load_is_fast():
