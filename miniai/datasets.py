@@ -6,7 +6,7 @@ Docs: https://miniai.github.io/miniai/datasets.html.md"""
 
 # %% ../nbs/01_datasets.ipynb #cea21a29
 from __future__ import annotations
-import gzip, hashlib, math, os, random, shutil, struct, zlib
+import gzip, hashlib, math, os, random, shutil, struct, tempfile, zlib
 from itertools import zip_longest
 from operator import itemgetter
 from pathlib import Path
@@ -119,18 +119,14 @@ def _sources(path=None) -> list:
     return [idx(DEBIAN_FASHION_DIR), (f"the HF hub ({HF_FASHION_REPO})", 'hub', _hub_arrays)]
 
 # %% ../nbs/01_datasets.ipynb #04062c10
-def _fresh_tmp(path: Path) -> Path:
-    "A temporary name beside `path`, unique to this process and call, so concurrent first loads never share one."
-    return path.with_name(f'.{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp')  # os.urandom: seeded RNGs untouched
-
 def _save_npz(path: Path, arrays: dict):
-    "Write `arrays` (split -> (x, y)) to `path` atomically: into a fresh temporary file, then renamed over `path`."
-    tmp = _fresh_tmp(path)
+    "Write `arrays` (split -> (x, y)) to `path` atomically: into a fresh temporary file beside it, then renamed over it."
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)  # tempfile: seeded RNGs untouched
     try:
-        with open(tmp, 'wb') as f:
+        with os.fdopen(fd, 'wb') as f:
             np.savez(f, **{f'{s}_{k}': a for s, (x, y) in arrays.items() for k, a in (('x', x), ('y', y))})
-        tmp.replace(path)
-    finally: tmp.unlink(missing_ok=True)
+        os.replace(tmp, path)
+    finally: Path(tmp).unlink(missing_ok=True)
 
 def fashion_mnist_arrays(path=None) -> dict:
     "Fashion-MNIST as `{'train': (uint8 images (N,28,28), int64 labels), 'test': ...}` from the first source that works."
@@ -156,15 +152,20 @@ def _arrays_to_dd(arrays: dict):
     return hfd.DatasetDict({s: hfd.Dataset.from_dict({'image': list(x), 'label': y.tolist()}, features=feats)
                             for s, (x, y) in arrays.items()})
 
-def _save_dd(folder: Path, arrays: dict):
-    "Save the `DatasetDict` of `arrays` to `folder` atomically; if another process published `folder` first, keep theirs."
-    tmp = _fresh_tmp(folder)
+def _write_tree(dest, force, write):
+    "Run `write(tmp_folder)` on a fresh folder beside `dest`, then rename it to `dest` (kept as it is if present and not `force`)."
+    dest = Path(dest)
+    if dest.is_dir() and not force: return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + '.', suffix='.tmp', dir=dest.parent))
     try:
-        _arrays_to_dd(arrays).save_to_disk(str(tmp))
-        try: tmp.rename(folder)
-        except OSError:
-            if not folder.is_dir(): raise  # a real failure, not a lost race
+        write(tmp)
+        if force: shutil.rmtree(dest, ignore_errors=True)
+        try: tmp.rename(dest)
+        except OSError:  # another process finished first: use its copy
+            if not dest.is_dir(): raise
     finally: shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 def load_fashion_mnist(path=None):
     "Fashion-MNIST as a `datasets.DatasetDict` with `train` (60,000) and `test` (10,000) splits; cached after the first call."
@@ -172,7 +173,7 @@ def load_fashion_mnist(path=None):
     arrays = fashion_mnist_arrays(path)
     digest = hashlib.sha1(b''.join(a.tobytes() for x, y in arrays.values() for a in (x[:, 14], y))).hexdigest()[:12]
     folder = cache_dir()/'fashion_mnist'/f'hf-{digest}'
-    if not folder.is_dir(): _save_dd(folder, arrays)
+    _write_tree(folder, False, lambda tmp: _arrays_to_dd(arrays).save_to_disk(str(tmp)))
     return hfd.load_from_disk(str(folder))
 
 # %% ../nbs/01_datasets.ipynb #a71625cb

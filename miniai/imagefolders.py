@@ -6,14 +6,14 @@ Docs: https://miniai.github.io/miniai/imagefolders.html.md"""
 
 # %% ../nbs/09a_imagefolders.ipynb #b7bebf3f
 from __future__ import annotations
-import re, shutil, tempfile
+import re
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .datasets import FASHION_CLASSES, cache_dir, fashion_mnist_arrays
+from .datasets import FASHION_CLASSES, _write_tree, cache_dir, fashion_mnist_arrays
 from .datablock import (CategoryProcessor, ImageList, Normalize, ResizeFixed, SplitData, get_files,
                               grandparent_splitter, image_extensions, make_gray, make_rgb, parent_labeler,
                               to_byte_tensor, to_float_tensor)
@@ -23,21 +23,6 @@ __all__ = ['FASHION_FOLDERS', 'write_fashion_pngs', 'write_tinted_pngs', 'check_
 
 # %% ../nbs/09a_imagefolders.ipynb #4c7f5833
 FASHION_FOLDERS = [re.sub(r'[^a-z0-9]+', '_', c.lower()).strip('_') for c in FASHION_CLASSES]
-
-def _write_tree(dest, force, write):
-    "Run `write(tmp_folder)`, then rename the folder to `dest` (unless `dest` exists and not `force`)."
-    dest = Path(dest)
-    if dest.is_dir() and not force: return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + '.', dir=dest.parent))
-    try:
-        write(tmp)
-        if force: shutil.rmtree(dest, ignore_errors=True)
-        try: tmp.rename(dest)
-        except OSError:  # another process finished first: use its copy
-            if not dest.is_dir(): raise
-    finally: shutil.rmtree(tmp, ignore_errors=True)
-    return dest
 
 def _fashion_items(n_per_class):
     "(split folder, class folder, index, uint8 image) for the first `n_per_class` images of each class of each split."
