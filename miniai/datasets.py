@@ -6,7 +6,7 @@ Docs: https://miniai.github.io/miniai/datasets.html.md"""
 
 # %% ../nbs/01_datasets.ipynb #cea21a29
 from __future__ import annotations
-import gzip, hashlib, math, os, random, shutil, struct, tempfile, zlib
+import gzip, hashlib, json, logging, math, os, random, shutil, struct, tempfile, zlib
 from itertools import zip_longest
 from operator import itemgetter
 from pathlib import Path
@@ -85,6 +85,13 @@ def _idx_file(folder: Path, stem: str) -> Path:
         if (folder/name).is_file(): return folder/name
     raise FileNotFoundError(f"{folder}: no {stem}.gz or {stem} in this folder.")
 
+def _check_split(x, y, xname, yname):
+    "Raise `DataFormatError` unless `x` holds uint8 images (N, 28, 28) and `y` N labels in 0..9."
+    if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
+        raise DataFormatError(f"{xname}: expected uint8 images of shape (N, 28, 28), got {x.dtype} {x.shape}.")
+    if y.shape != (len(x),) or (len(y) and (y.min() < 0 or y.max() >= len(FASHION_CLASSES))):
+        raise DataFormatError(f"{yname}: expected {len(x)} labels in 0..9 to match {Path(xname).name}, got shape {y.shape}.")
+
 def read_fashion_idx(folder) -> dict:
     "Read and check the four Fashion-MNIST IDX files in `folder`: `{'train': (images, labels), 'test': ...}`."
     folder = Path(folder)
@@ -92,10 +99,7 @@ def read_fashion_idx(folder) -> dict:
     for split, (img_stem, lbl_stem) in _IDX_STEMS.items():
         ximg, ylbl = _idx_file(folder, img_stem), _idx_file(folder, lbl_stem)
         x, y = read_idx(ximg), read_idx(ylbl)
-        if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
-            raise DataFormatError(f"{ximg}: expected uint8 images of shape (N, 28, 28), got {x.dtype} {x.shape}.")
-        if y.shape != (len(x),) or (len(y) and y.max() >= len(FASHION_CLASSES)):
-            raise DataFormatError(f"{ylbl}: expected {len(x)} labels in 0..9 to match {ximg.name}, got shape {y.shape}.")
+        _check_split(x, y, ximg, ylbl)
         out[split] = (x, y.astype(np.int64))
     return out
 
@@ -119,6 +123,13 @@ def _sources(path=None) -> list:
     return [idx(DEBIAN_FASHION_DIR), (f"the HF hub ({HF_FASHION_REPO})", 'hub', _hub_arrays)]
 
 # %% ../nbs/01_datasets.ipynb #04062c10
+_log = logging.getLogger('miniai.datasets')
+
+def _warn_damaged(path, err, source):
+    "One line on stderr (through `logging`): which cache file is damaged, why, and where it is rebuilt from."
+    why = (str(err).splitlines() or [''])[0]
+    _log.warning(f"miniai: damaged data cache {path} ({type(err).__name__}: {why}); rebuilding it from {source}.")
+
 def _save_npz(path: Path, arrays: dict):
     "Write `arrays` (split -> (x, y)) to `path` atomically: into a fresh temporary file beside it, then renamed over it."
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)  # tempfile: seeded RNGs untouched
@@ -128,13 +139,21 @@ def _save_npz(path: Path, arrays: dict):
         os.replace(tmp, path)
     finally: Path(tmp).unlink(missing_ok=True)
 
+def _load_npz(path: Path, source: str):
+    "The arrays cached in `path`, checked (zip CRC-32 of every array, shapes, labels); `None`, with a warning, if damaged."
+    try:
+        with np.load(path) as z: arrays = {s: (z[f'{s}_x'], z[f'{s}_y']) for s in _IDX_STEMS}
+        for s, (x, y) in arrays.items(): _check_split(x, y, f'{path}:{s}_x', f'{path}:{s}_y')
+        return arrays
+    except Exception as e:  # a cache is disposable: whatever is wrong with it, it is rebuilt from its source
+        _warn_damaged(path, e, source)
+
 def fashion_mnist_arrays(path=None) -> dict:
     "Fashion-MNIST as `{'train': (uint8 images (N,28,28), int64 labels), 'test': ...}` from the first source that works."
     tried = []
     for desc, key, load in _sources(path):
         cached = cache_dir()/'fashion_mnist'/key/'arrays.npz'
-        if cached.is_file():
-            with np.load(cached) as z: return {s: (z[f'{s}_x'], z[f'{s}_y']) for s in _IDX_STEMS}
+        if cached.is_file() and (arrays := _load_npz(cached, desc)) is not None: return arrays
         try: arrays = load()
         except DataFormatError: raise  # a source that exists but is broken must be fixed, not silently skipped
         except Exception as e:
@@ -153,19 +172,46 @@ def _arrays_to_dd(arrays: dict):
                             for s, (x, y) in arrays.items()})
 
 def _write_tree(dest, force, write):
-    "Run `write(tmp_folder)` on a fresh folder beside `dest`, then rename it to `dest` (kept as it is if present and not `force`)."
+    "Run `write(tmp_folder)` on a fresh folder beside `dest`, then rename it to `dest`; a present `dest` is kept, or replaced if `force`."
     dest = Path(dest)
     if dest.is_dir() and not force: return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + '.', suffix='.tmp', dir=dest.parent))
+    old = None
     try:
         write(tmp)
-        if force: shutil.rmtree(dest, ignore_errors=True)
+        if force and dest.is_dir():  # the old copy leaves in one rename: a reader never sees it half deleted
+            old = Path(tempfile.mkdtemp(prefix=dest.name + '.', suffix='.old', dir=dest.parent))
+            try: dest.rename(old)
+            except FileNotFoundError: pass  # another process moved it first
         try: tmp.rename(dest)
         except OSError:  # another process finished first: use its copy
             if not dest.is_dir(): raise
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None: shutil.rmtree(old, ignore_errors=True)
     return dest
+
+_SUMS = 'miniai-sha1.json'  # the checksums of a cached DatasetDict folder, written last
+
+def _sha1(fn: Path) -> str: return hashlib.sha1(fn.read_bytes()).hexdigest()
+
+def _save_dd(arrays: dict, folder: Path):
+    "Save `arrays` as a `DatasetDict` in `folder`, with the sha1 of every file it wrote."
+    _arrays_to_dd(arrays).save_to_disk(str(folder))
+    sums = {str(p.relative_to(folder)): _sha1(p) for p in sorted(folder.rglob('*')) if p.is_file()}
+    (folder/_SUMS).write_text(json.dumps(sums, indent=1))
+
+def _load_dd(folder: Path, source: str):
+    "The `DatasetDict` cached in `folder` if every file matches its checksum; `None`, with a warning, if not."
+    import datasets as hfd
+    try:
+        sums = json.loads((folder/_SUMS).read_text())
+        bad = [name for name, h in sums.items() if not (folder/name).is_file() or _sha1(folder/name) != h]
+        if bad: raise DataFormatError(f"{', '.join(bad)} changed or missing since it was written")
+        return hfd.load_from_disk(str(folder))
+    except Exception as e:
+        _warn_damaged(folder, e, source)
 
 def load_fashion_mnist(path=None):
     "Fashion-MNIST as a `datasets.DatasetDict` with `train` (60,000) and `test` (10,000) splits; cached after the first call."
@@ -173,7 +219,8 @@ def load_fashion_mnist(path=None):
     arrays = fashion_mnist_arrays(path)
     digest = hashlib.sha1(b''.join(a.tobytes() for x, y in arrays.values() for a in (x[:, 14], y))).hexdigest()[:12]
     folder = cache_dir()/'fashion_mnist'/f'hf-{digest}'
-    _write_tree(folder, False, lambda tmp: _arrays_to_dd(arrays).save_to_disk(str(tmp)))
+    if folder.is_dir() and (dd := _load_dd(folder, 'the cached arrays')) is not None: return dd
+    _write_tree(folder, folder.is_dir(), lambda tmp: _save_dd(arrays, tmp))
     return hfd.load_from_disk(str(folder))
 
 # %% ../nbs/01_datasets.ipynb #a71625cb
@@ -192,14 +239,14 @@ def show_image(im, ax=None, figsize=None, title=None, noframe=True, **kwargs):
     return ax
 
 def subplots(nrows=1, ncols=1, figsize=None, imsize=3, suptitle=None, **kwargs):
-    "`plt.subplots` with a figure size from `imsize` per image; `axs` is always an array."
+    "`plt.subplots` with a figure size from `imsize` per image; returns `(fig, axs)`, `axs` always a numpy array."
     if figsize is None: figsize = (ncols*imsize, nrows*imsize)
     fig, axs = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, **kwargs)
     if suptitle is not None: fig.suptitle(suptitle)
     return fig, (axs if nrows*ncols > 1 else axs[0])
 
 def get_grid(n, nrows=None, ncols=None, title=None, weight='bold', size=14, **kwargs):
-    "A grid of at least `n` axes (unused ones hidden); returns `(fig, axs)`."
+    "A grid of at least `n` axes (unused ones hidden); returns `(fig, axs)`, `axs` a numpy array."
     if nrows is None and ncols is None: nrows = max(int(math.sqrt(n)), 1)
     if nrows is None: nrows = math.ceil(n/ncols)
     if ncols is None: ncols = math.ceil(n/nrows)
@@ -209,8 +256,9 @@ def get_grid(n, nrows=None, ncols=None, title=None, weight='bold', size=14, **kw
     return fig, axs
 
 def show_images(ims, nrows=None, ncols=None, titles=None, **kwargs):
-    "Show the images `ims` in a grid, with optional `titles` (e.g. class names); returns the axes."
-    axs = get_grid(len(ims), nrows, ncols, **kwargs)[1].flat
+    "Show the images `ims` in a grid, with optional `titles` (e.g. class names); returns the axes drawn on, a numpy array."
+    ims = list(ims)
+    axs = get_grid(len(ims), nrows, ncols, **kwargs)[1].ravel()[:len(ims)]
     for im, title, ax in zip_longest(ims, titles or [], axs):
         if im is not None: show_image(im, ax=ax, title=title)
     return axs

@@ -1,12 +1,14 @@
 "Fashion-MNIST loading: IDX parsing and validation, sources, the DatasetDict, the fast path."
-import gzip, multiprocessing, struct, time
+import gzip, logging, multiprocessing, os, struct, subprocess, sys
 
 import numpy as np
 import pytest
 import torch
 
+import miniai.datasets as mds
 from miniai.datasets import (DataFormatError, FASHION_CLASSES, DataLoaders, fashion_dls, fashion_mnist_arrays,
-                             fashion_tensors, load_fashion_mnist, read_fashion_idx, read_idx, tensor_dl, quick_mode)
+                             fashion_tensors, get_grid, load_fashion_mnist, read_fashion_idx, read_idx, show_images,
+                             subplots, tensor_dl, quick_mode)
 
 
 def _idx_bytes(arr, code=0x08):
@@ -107,10 +109,96 @@ def test_two_processes_filling_an_empty_cache_at_once(tmp_path, monkeypatch, fas
     assert leftovers == [], leftovers
 
 
-def test_second_load_is_fast():
+def test_second_load_reads_the_cache_not_the_source(tmp_path, monkeypatch):
+    monkeypatch.setenv('MINIAI_CACHE', str(tmp_path / 'cache'))
+    first = fashion_mnist_arrays()
+    monkeypatch.setattr(mds, 'read_fashion_idx', lambda folder: pytest.fail('the cached arrays were not used'))
+    second = fashion_mnist_arrays()
+    for s in ('train', 'test'):
+        for a, b in zip(first[s], second[s]): np.testing.assert_array_equal(a, b)
+
+
+def _rebuild_warnings(caplog):
+    return [r for r in caplog.records if r.name == 'miniai.datasets' and r.levelno == logging.WARNING]
+
+
+def _assert_same_arrays(got, want):
+    for s in ('train', 'test'):
+        for a, b in zip(got[s], want[s]):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'flip_a_byte', 'empty'])
+def test_damaged_array_cache_is_rebuilt_with_one_warning(tmp_path, monkeypatch, caplog, fashion_arrays, damage):
+    "A cut-short `arrays.npz` (a full disk), a flipped byte or an empty file: the next load warns once and rebuilds."
+    monkeypatch.setenv('MINIAI_CACHE', str(tmp_path / 'cache'))
+    fashion_mnist_arrays()
+    [npz] = (tmp_path / 'cache').rglob('arrays.npz')
+    raw = bytearray(npz.read_bytes())
+    if damage == 'truncate': raw = raw[:len(raw) // 2]
+    elif damage == 'flip_a_byte': raw[len(raw) // 3] ^= 0xFF
+    else: raw = b''
+    npz.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING, logger='miniai.datasets'):
+        _assert_same_arrays(fashion_mnist_arrays(), fashion_arrays)
+        [w] = _rebuild_warnings(caplog)
+        assert 'damaged data cache' in w.getMessage() and str(npz) in w.getMessage() and '\n' not in w.getMessage()
+        caplog.clear()
+        _assert_same_arrays(fashion_mnist_arrays(), fashion_arrays)   # rebuilt: no second warning
+        assert _rebuild_warnings(caplog) == []
+
+
+def test_damaged_cache_message_is_one_line_on_stderr(tmp_path, fashion_arrays):
+    "As a user sees it, with no logging set up: one line on stderr, no traceback, the data still returned."
+    env = {**os.environ, 'MINIAI_CACHE': str(tmp_path / 'cache')}
+    code = "from miniai.datasets import fashion_mnist_arrays as f; print(f()['test'][1].sum())"
+    subprocess.run([sys.executable, '-c', code], env=env, check=True, capture_output=True)
+    [npz] = (tmp_path / 'cache').rglob('arrays.npz')
+    npz.write_bytes(npz.read_bytes()[:1000])
+    r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == str(fashion_arrays['test'][1].sum())
+    assert len(r.stderr.strip().splitlines()) == 1 and 'damaged data cache' in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize('damage', ['truncate_arrow', 'garble_json'])
+def test_damaged_dataset_dict_cache_is_rebuilt_with_one_warning(tmp_path, monkeypatch, caplog, fashion_arrays, damage):
+    monkeypatch.setenv('MINIAI_CACHE', str(tmp_path / 'cache'))
     load_fashion_mnist()
-    t = time.perf_counter(); load_fashion_mnist(); dt = time.perf_counter() - t
-    assert dt < 2.0, f"a cached load took {dt:.2f}s"
+    [folder] = (tmp_path / 'cache' / 'fashion_mnist').glob('hf-*')
+    arrow = next((folder / 'train').glob('*.arrow'))
+    if damage == 'truncate_arrow': arrow.write_bytes(arrow.read_bytes()[:len(arrow.read_bytes()) // 2])
+    elif damage == 'delete_arrow': arrow.unlink()
+    else: (folder / 'dataset_dict.json').write_text('{"splits": [')
+    with caplog.at_level(logging.WARNING, logger='miniai.datasets'):
+        dd = load_fashion_mnist()
+        [w] = _rebuild_warnings(caplog)
+        assert str(folder) in w.getMessage() and '\n' not in w.getMessage()
+        caplog.clear()
+        dd = load_fashion_mnist()
+        assert _rebuild_warnings(caplog) == []
+    x, y = fashion_arrays['train']
+    assert dd['train'].num_rows == 60_000 and dd['train']['label'] == y.tolist()
+    for i in (0, 31_000, 59_999): np.testing.assert_array_equal(np.asarray(dd['train'][i]['image']), x[i])
+    assert [p.name for p in folder.parent.iterdir() if p.name.endswith(('.tmp', '.old'))] == []
+
+
+def test_show_images_returns_the_axes_it_drew_on_reusably(fashion_arrays):
+    import matplotlib.pyplot as plt
+    x, y = fashion_arrays['test']
+    axs = show_images(x[:5], ncols=3, titles=[FASHION_CLASSES[i] for i in y[:5]])
+    assert len(axs) == 5 and len(list(axs)) == 5 and len(list(axs)) == 5   # a sequence, not a one-shot iterator
+    assert [ax.get_title() for ax in axs] == [FASHION_CLASSES[i] for i in y[:5]]
+    assert all(len(ax.images) == 1 for ax in axs)
+    np.testing.assert_array_equal(axs[2].images[0].get_array(), x[2])
+    fig = axs[0].figure
+    assert len(fig.axes) == 6 and not fig.axes[5].axison    # the sixth cell of the 2x3 grid is hidden
+    axs[1].set_title('redrawn'); assert axs[1].get_title() == 'redrawn'
+    fig2, grid = get_grid(7, ncols=4)
+    assert grid.shape == (2, 4) and sum(ax.axison for ax in grid.flat) == 7
+    _, one = subplots()
+    assert len(one) == 1 and len(one) == 1
+    plt.close('all')
 
 
 def test_fast_path_normalised_and_labelled():
