@@ -206,6 +206,7 @@ def _load_dd(folder: Path, source: str):
     "The `DatasetDict` cached in `folder` if every file matches its checksum; `None`, with a warning, if not."
     import datasets as hfd
     try:
+        if not (folder/_SUMS).is_file(): raise DataFormatError(f"no {_SUMS} in it (written by an older miniai?)")
         sums = json.loads((folder/_SUMS).read_text())
         bad = [name for name, h in sums.items() if not (folder/name).is_file() or _sha1(folder/name) != h]
         if bad: raise DataFormatError(f"{', '.join(bad)} changed or missing since it was written")

@@ -1,5 +1,5 @@
 "Fashion-MNIST loading: IDX parsing and validation, sources, the DatasetDict, the fast path."
-import gzip, logging, multiprocessing, os, struct, subprocess, sys
+import gzip, logging, multiprocessing, os, shutil, struct, subprocess, sys
 
 import numpy as np
 import pytest
@@ -129,11 +129,26 @@ def _assert_same_arrays(got, want):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize('damage', ['truncate', 'flip_a_byte', 'empty'])
-def test_damaged_array_cache_is_rebuilt_with_one_warning(tmp_path, monkeypatch, caplog, fashion_arrays, damage):
-    "A cut-short `arrays.npz` (a full disk), a flipped byte or an empty file: the next load warns once and rebuilds."
+@pytest.fixture(scope='module')
+def filled_cache(tmp_path_factory):
+    "A data cache holding the arrays and the DatasetDict, built once; tests damage copies of it."
+    folder = tmp_path_factory.mktemp('filled') / 'cache'
+    mp = pytest.MonkeyPatch()
+    mp.setenv('MINIAI_CACHE', str(folder))
+    try: load_fashion_mnist()
+    finally: mp.undo()
+    return folder
+
+
+def _use_copy_of(filled_cache, tmp_path, monkeypatch):
+    shutil.copytree(filled_cache, tmp_path / 'cache')
     monkeypatch.setenv('MINIAI_CACHE', str(tmp_path / 'cache'))
-    fashion_mnist_arrays()
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'flip_a_byte', 'empty'])
+def test_damaged_array_cache_is_rebuilt_with_one_warning(tmp_path, monkeypatch, caplog, fashion_arrays, filled_cache, damage):
+    "A cut-short `arrays.npz` (a full disk), a flipped byte or an empty file: the next load warns once and rebuilds."
+    _use_copy_of(filled_cache, tmp_path, monkeypatch)
     [npz] = (tmp_path / 'cache').rglob('arrays.npz')
     raw = bytearray(npz.read_bytes())
     if damage == 'truncate': raw = raw[:len(raw) // 2]
@@ -149,11 +164,11 @@ def test_damaged_array_cache_is_rebuilt_with_one_warning(tmp_path, monkeypatch, 
         assert _rebuild_warnings(caplog) == []
 
 
-def test_damaged_cache_message_is_one_line_on_stderr(tmp_path, fashion_arrays):
+def test_damaged_cache_message_is_one_line_on_stderr(tmp_path, fashion_arrays, filled_cache):
     "As a user sees it, with no logging set up: one line on stderr, no traceback, the data still returned."
+    shutil.copytree(filled_cache, tmp_path / 'cache')
     env = {**os.environ, 'MINIAI_CACHE': str(tmp_path / 'cache')}
     code = "from miniai.datasets import fashion_mnist_arrays as f; print(f()['test'][1].sum())"
-    subprocess.run([sys.executable, '-c', code], env=env, check=True, capture_output=True)
     [npz] = (tmp_path / 'cache').rglob('arrays.npz')
     npz.write_bytes(npz.read_bytes()[:1000])
     r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True)
@@ -161,14 +176,14 @@ def test_damaged_cache_message_is_one_line_on_stderr(tmp_path, fashion_arrays):
     assert len(r.stderr.strip().splitlines()) == 1 and 'damaged data cache' in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize('damage', ['truncate_arrow', 'garble_json'])
-def test_damaged_dataset_dict_cache_is_rebuilt_with_one_warning(tmp_path, monkeypatch, caplog, fashion_arrays, damage):
-    monkeypatch.setenv('MINIAI_CACHE', str(tmp_path / 'cache'))
-    load_fashion_mnist()
+@pytest.mark.parametrize('damage', ['truncate_arrow', 'garble_json', 'no_checksum_file'])
+def test_damaged_dataset_dict_cache_is_rebuilt_with_one_warning(tmp_path, monkeypatch, caplog, fashion_arrays,
+                                                               filled_cache, damage):
+    _use_copy_of(filled_cache, tmp_path, monkeypatch)
     [folder] = (tmp_path / 'cache' / 'fashion_mnist').glob('hf-*')
     arrow = next((folder / 'train').glob('*.arrow'))
     if damage == 'truncate_arrow': arrow.write_bytes(arrow.read_bytes()[:len(arrow.read_bytes()) // 2])
-    elif damage == 'delete_arrow': arrow.unlink()
+    elif damage == 'no_checksum_file': (folder / 'miniai-sha1.json').unlink()   # a folder from an older miniai
     else: (folder / 'dataset_dict.json').write_text('{"splits": [')
     with caplog.at_level(logging.WARNING, logger='miniai.datasets'):
         dd = load_fashion_mnist()
