@@ -31,7 +31,7 @@ def evaluate(model, dl, dtype=torch.bfloat16):
     return correct.item()/len(dl.x)
 
 def make(lr, total, compile_mode=None):
-    model = flagship_model().cuda().to(memory_format=torch.channels_last)
+    model = flagship_model().to('cuda').to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=FLAGSHIP['wd'])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=total)
     fwd = torch.compile(model, mode=compile_mode) if compile_mode else model
