@@ -33,7 +33,7 @@ def evaluate(model, dl, dtype=torch.bfloat16):
 def make(lr, total, compile_mode=None):
     model = flagship_model().to('cuda').to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=FLAGSHIP['wd'])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=total)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=total, cycle_momentum=False)
     fwd = torch.compile(model, mode=compile_mode) if compile_mode else model
     return model, fwd, opt, sched
 
@@ -56,7 +56,7 @@ def with_learner(bs, lr, epochs, graphs=True, seed=42):
     set_seed(seed)
     dls = fast_dls(bs, 'cuda')
     metrics = MetricsCB(accuracy=Accuracy(), quiet=True)
-    sched = BatchSchedCB(lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs*len(dls.train)))
+    sched = BatchSchedCB(lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs*len(dls.train), cycle_momentum=False))
     learn = Learner(flagship_model(), dls, nn.CrossEntropyLoss(label_smoothing=FLAGSHIP['label_smoothing']), lr=lr,
                     opt_func=lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=FLAGSHIP['wd']),
                     cbs=[DeviceCB('cuda'), *fast_cbs(graphs=graphs), aug_cb(RandFlip()), metrics, sched])

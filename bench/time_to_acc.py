@@ -94,10 +94,10 @@ def learner_fast(epochs, device='cuda'):
     bs, lr = FAST_GPU['bs'], FAST_GPU['lr']
     dls = fast_dls(bs, device)
     metrics = MetricsCB(accuracy=Accuracy())
-    sched = BatchSchedCB(lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs*len(dls.train)))
+    sched = BatchSchedCB(lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs*len(dls.train), cycle_momentum=False))
     learn = Learner(flagship_model(), dls, nn.CrossEntropyLoss(label_smoothing=FLAGSHIP['label_smoothing']), lr=lr,
                     opt_func=lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=FLAGSHIP['wd']),
-                    cbs=[DeviceCB(device), *fast_cbs(), aug_cb(RandFlip()), metrics, sched])
+                    cbs=[DeviceCB(device), *fast_cbs(graphs=True), aug_cb(RandFlip()), metrics, sched])
     with contextlib.redirect_stdout(io.StringIO()): learn.fit(epochs)
     out, train_s = [], 0.
     for r in metrics.history:

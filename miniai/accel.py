@@ -270,7 +270,7 @@ class GraphedStep:
         self.opt.zero_grad(set_to_none=self.graph is None)
         preds, loss = self.forward(x, y)
         loss.backward(); self.opt.step()
-        return preds, loss
+        return preds.detach(), loss.detach()   # nothing may keep this step's autograd graph alive into a capture
 
     def __call__(self, x, y):
         "Train on batch `(x, y)`; returns `(preds, loss)`, which a graph overwrites at its next replay."
@@ -300,16 +300,15 @@ class GraphedStep:
 
     def _frozen(self):
         "The hyper-parameters a replay cannot change: those of param groups without tensor lr/betas."
-        return [(pg['lr'], pg.get('betas'), pg.get('momentum')) for pg, t in zip(self.opt.param_groups, self.hypers) if t is None]
+        return [(None if t else pg['lr'], pg.get('betas'), pg.get('momentum')) for pg, t in zip(self.opt.param_groups, self.hypers)]
 
     def _capture(self, x, y):
         self.x, self.y, self.hypers, saved = x.clone(), y.clone(), [], []
         for pg in self.opt.param_groups:
-            saved.append({k: pg[k] for k in ('lr', 'betas') if k in pg})
+            saved.append({'lr': pg['lr']})
             t = None
-            if pg.get('capturable') or pg.get('fused'):
+            if pg.get('capturable') or pg.get('fused'):   # lr as a tensor; betas stay floats (frozen, checked each step)
                 t = {'lr': torch.tensor(float(pg['lr']), device=x.device)}
-                if 'betas' in pg: t['betas'] = tuple(torch.tensor(float(b), device=x.device) for b in pg['betas'])
                 pg.update(t)
             self.hypers.append(t)
         self.frozen = self._frozen()
@@ -329,7 +328,6 @@ class GraphedStep:
         for pg, t in zip(self.opt.param_groups, self.hypers):   # this step's lr and betas, as the scheduler set them
             if t is None: continue
             t['lr'].fill_(pg['lr'])
-            for b, v in zip(t.get('betas', ()), pg.get('betas', ())): b.fill_(v)
         self.graph.replay()
         return self.preds, self.loss
 
@@ -362,7 +360,7 @@ def on_gpu(device=None) -> bool:
     "True where the GPU fast path applies: `device` (default: the best available here) is a CUDA device."
     return torch.device(device or def_device).type == 'cuda' and torch.cuda.is_available()
 
-def fast_cbs(precision='bf16', graphs=True):
+def fast_cbs(precision='bf16', graphs=False):
     "The training callbacks of the GPU fast path: `GraphTrainCB` (bf16 autocast, CUDA graphs) and `ChannelsLastCB`."
     dtypes = {'bf16': torch.bfloat16, 'fp32': None}
     if precision not in dtypes: raise ValueError(f"the fast path trains in 'bf16' or 'fp32', got {precision!r}")

@@ -245,7 +245,7 @@ def _fit_fast(cbs, device='cpu', epochs=1, n=1024):
     set_seed(0)
     dls = fast_dls(128, device, n_train=n, n_valid=256, generator=torch.Generator().manual_seed(0))
     model, m = _small_cnn(), MetricsCB()
-    sched = BatchSchedCB(lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, 1e-2, total_steps=epochs*len(dls.train)))
+    sched = BatchSchedCB(lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, 1e-2, total_steps=epochs*len(dls.train), cycle_momentum=False))
     learn = Learner(model, dls, F.cross_entropy, lr=1e-2, opt_func=torch.optim.AdamW, cbs=[DeviceCB(device), *cbs, m, sched])
     learn.fit(epochs)
     return model, m
@@ -262,6 +262,7 @@ def test_graph_train_cb_is_train_cb_on_the_cpu():
 
 def test_fast_cbs_and_precision_choice(monkeypatch):
     assert [type(c) for c in fast_cbs()] == [GraphTrainCB, ChannelsLastCB] and fast_cbs()[0].dtype == torch.bfloat16
+    assert fast_cbs()[0].graphs is False and fast_cbs(graphs=True)[0].graphs is True
     with pytest.raises(ValueError, match="'bf16' or 'fp32'"): fast_cbs('fp16')
     assert on_gpu('cpu') is False
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
@@ -287,7 +288,7 @@ def test_device_loaders_on_cuda_match_the_cpu():
 
 @needs_cuda
 def test_cuda_graph_step_equals_the_eager_step():
-    # an MLP (no cuDNN, no TF32 matmuls by default) with AdamW and an lr and beta1 changed every step, as 1cycle does
+    # an MLP (no cuDNN, no TF32 matmuls by default) with AdamW and an lr changed every step, as 1cycle does
     def train(graphs):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 4)).cuda()
@@ -296,7 +297,7 @@ def test_cuda_graph_step_equals_the_eager_step():
         g = torch.Generator().manual_seed(1)
         for i in range(12):
             x = torch.randn(32, 20, generator=g).cuda(); y = (x[:, :4]).argmax(1)
-            opt.param_groups[0]['lr'] = 1e-2*(1 + i)/12; opt.param_groups[0]['betas'] = (0.95 - 0.01*i, 0.99)
+            opt.param_groups[0]['lr'] = 1e-2*(1 + i)/12
             step(x, y)
         torch.cuda.synchronize()
         return model, step
@@ -310,5 +311,5 @@ def test_cuda_graph_step_equals_the_eager_step():
 def test_graph_train_cb_trains_on_cuda():
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        model, m = _fit_fast(fast_cbs('bf16'), device='cuda', epochs=2, n=2048)
+        model, m = _fit_fast(fast_cbs('bf16', graphs=True), device='cuda', epochs=2, n=2048)
     assert m.last('valid')['loss'] < math.log(10) - 0.5 and next(model.parameters()).is_cuda
