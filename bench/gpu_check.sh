@@ -11,12 +11,12 @@ set -u
 PY=${PYTHON:-python3}
 OUT=${GPU_CHECK_OUT:-runs/gpu-check}
 cd "$(dirname "$0")/.."
-mkdir -p "$OUT"
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   echo "gpu-check: no CUDA GPU on this machine ($("$PY" -c "import torch; print('torch', torch.__version__, '| CUDA available: False')" 2>&1 | tail -1))."
   echo "gpu-check: nothing was run; on a CPU use \`make test\` and \`make bench\`. (exit status 3)"
   exit 3
 fi
+mkdir -p "$OUT"
 "$PY" -c "import torch; print('gpu-check:', torch.cuda.get_device_name(), '| torch', torch.__version__, '| CUDA', torch.version.cuda, '|', torch.cuda.device_count(), 'GPU(s)')"
 
 rows=(); failed=0

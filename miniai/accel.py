@@ -319,7 +319,9 @@ class GraphedStep:
                 self.preds, self.loss = self.forward(self.x, self.y)
                 self.loss.backward(); self.opt.step()
             self.graph = graph
-        except Exception as e: self._eager_from_now(f"the capture failed ({type(e).__name__}: {str(e)[:200]})")
+        except Exception as e:   # CUDA's random-number state is not usable after a failed capture: stop here, clearly
+            raise RuntimeError(f"GraphedStep: capturing the training step in a CUDA graph failed ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0]}); train without graphs: fast_cbs(graphs=False).") from e
         finally:
             for pg, s in zip(self.opt.param_groups, saved): pg.update(s)   # floats again for the scheduler
 

@@ -6,16 +6,10 @@ from miniai.accel import MixedPrecision
 from miniai.learner import Learner, TrainCB, DeviceCB
 from miniai.callbacks import Callback, CancelFitException
 
-def _data(n=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(20, 4, generator=g)
-    xs = [torch.randn(32, 20, generator=g) for _ in range(n)]
-    return [(x, (x @ w).argmax(1)) for x in xs]
-
-def _learn(cb, *cbs, lr=0.5):
+def _learn(data, cb, *cbs, lr=0.5):
+    "A Learner on `data` (the `linear_batches` fixture: 8 batches of 32, 20 features, 4 classes) with `cb` and `cbs`."
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 4))
-    data = _data()
     return Learner(model, (data, data[:2]), F.cross_entropy, lr=lr, cbs=[DeviceCB('cpu'), cb, *cbs])
 
 class LossCB(Callback):
@@ -23,26 +17,29 @@ class LossCB(Callback):
     def after_loss(self, learn):
         if learn.training: self.losses.append(learn.loss.item())
 
-def test_bf16_trains_like_fp32():
+def test_bf16_trains_like_fp32(linear_batches):
+    data = linear_batches(8, bs=32, n_in=20, n_out=4)
     l32, l16 = LossCB(), LossCB()
-    _learn(TrainCB(), l32).fit(5, valid=False)
+    _learn(data, TrainCB(), l32).fit(5, valid=False)
     mp = MixedPrecision()
-    _learn(mp, l16).fit(5, valid=False)
+    _learn(data, mp, l16).fit(5, valid=False)
     assert mp.amp_dtype == torch.bfloat16 and mp.scaler is None and mp.n_skipped == 0
     assert l16.losses[-1] < 0.5 * l16.losses[0]
     assert abs(l16.losses[-1] - l32.losses[-1]) < 0.1
 
-def test_autocast_active_in_forward_only():
+def test_autocast_active_in_forward_only(linear_batches):
+    data = linear_batches(8, bs=32, n_in=20, n_out=4)
     class Check(Callback):
         order = MixedPrecision.order + 1
         def after_predict(self, learn): self.pred_dtype = learn.preds.dtype; self.in_fwd = torch.is_autocast_enabled('cpu')
         def after_step(self, learn): self.in_step = torch.is_autocast_enabled('cpu')
     c = Check()
-    _learn(MixedPrecision(), c).fit(1, valid=False)
+    _learn(data, MixedPrecision(), c).fit(1, valid=False)
     assert c.pred_dtype == torch.bfloat16 and c.in_fwd and not c.in_step
     assert not torch.is_autocast_enabled('cpu')
 
-def test_nonfinite_step_skipped():
+def test_nonfinite_step_skipped(linear_batches):
+    data = linear_batches(8, bs=32, n_in=20, n_out=4)
     class Poison(Callback):
         order = MixedPrecision.order + 1
         def after_backward(self, learn):
@@ -52,17 +49,18 @@ def test_nonfinite_step_skipped():
             if learn.iter == 3: self.unchanged = all(torch.equal(a, p) for a, p in zip(self.before, learn.model.parameters()))
             elif learn.iter == 4: self.changed = not all(torch.equal(a, p) for a, p in zip(self.before, learn.model.parameters()))
     p, mp = Poison(), MixedPrecision()
-    learn = _learn(mp, p)
+    learn = _learn(data, mp, p)
     learn.fit(1, valid=False)
     assert p.unchanged and p.changed and mp.n_skipped == 1
     assert all(torch.isfinite(q).all() for q in learn.model.parameters())
 
-def test_autocast_left_after_cancel():
+def test_autocast_left_after_cancel(linear_batches):
+    data = linear_batches(8, bs=32, n_in=20, n_out=4)
     class Stop(Callback):
         order = MixedPrecision.order + 1
         def after_predict(self, learn): raise CancelFitException()
     mp = MixedPrecision()
-    _learn(mp, Stop()).fit(1)
+    _learn(data, mp, Stop()).fit(1)
     assert mp.autocast is None and not torch.is_autocast_enabled('cpu')
 
 
@@ -128,9 +126,10 @@ def test_accumulation_steps_at_the_end_of_each_epoch():
     assert n == 2*3
 
 @needs_accelerate
-def test_bf16_through_accelerate_trains():
+def test_bf16_through_accelerate_trains(linear_batches):
+    data = linear_batches(8, bs=32, n_in=20, n_out=4)
     l16 = LossCB()
-    learn = _learn(AccelerateCB(mixed_precision='bf16', cpu=True), l16)
+    learn = _learn(data, AccelerateCB(mixed_precision='bf16', cpu=True), l16)
     learn.fit(5, valid=False)
     assert l16.losses[-1] < 0.5*l16.losses[0]
     assert not torch.is_autocast_enabled('cpu') and 'forward' not in vars(learn.model)
