@@ -356,7 +356,7 @@ class GraphTrainCB(TrainCB):
     def step(self, learn): pass
     def zero_grad(self, learn): pass
 
-FAST_GPU = dict(bs=1024, lr=2e-2)   # the flagship's batch size and peak lr on the fast path (measured: see below)
+FAST_GPU = dict(bs=1024, lr=2e-2)   # the flagship's batch size and peak lr on the fast path (0.92 in 8 epochs on an H200)
 
 def on_gpu(device=None) -> bool:
     "True where the GPU fast path applies: `device` (default: the best available here) is a CUDA device."
