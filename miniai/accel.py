@@ -1,5 +1,6 @@
-"""Training in 16-bit floats where it is safe (autocast, loss scaling, skipping overflowed steps), then the same
-with Hugging Face accelerate: device placement, mixed precision and gradient accumulation in one callback.
+"""Training in 16-bit floats where it is safe (autocast, loss scaling, skipping overflowed steps), the same with
+Hugging Face accelerate (device placement, mixed precision, gradient accumulation), and a GPU fast path: the data
+kept on the device, no waiting for the GPU, and each training step replayed as one CUDA graph.
 
 Docs: https://miniai.github.io/miniai/accel.html.md"""
 
