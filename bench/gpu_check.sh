@@ -37,11 +37,11 @@ step() {   # step NAME LIMIT_S SUMMARY_REGEX COMMAND...
 # the tests that touch devices first, so a time-out still leaves their results in the log
 FIRST="tests/test_accel.py tests/test_distributed.py tests/test_checkpoint.py tests/test_learner.py tests/test_train.py"
 REST=$(ls tests/test_*.py | grep -v -e test_notebooks.py -e test_docs.py $(printf -- '-e %s ' $FIRST))
-step tests 150 '(passed|failed|error)' "$PY" -m pytest $FIRST $REST -p no:cacheprovider --maxfail=10 -rfEs --tb=short
-step overhead 60 'overhead ratio' "$PY" bench/overhead.py --reps 3
-step time_to_acc 100 '^(Learner|plain)' "$PY" bench/time_to_acc.py
-step amp 40 '^\| flagship|fp16 \+ channels-last' "$PY" bench/amp.py --reps 2
-step fast_path 60 '^(minimal loop, graph, bs 1024, lr 0.02|Learner\+fast_cbs, graph|deterministic)' "$PY" bench/fast_path.py --budget 45
+step tests 170 '(passed|failed|error)' "$PY" -m pytest $FIRST $REST -p no:cacheprovider --maxfail=10 -rfEs --tb=short
+step overhead 40 'overhead ratio' "$PY" bench/overhead.py --reps 3
+step time_to_acc 80 '^(Learner|plain)' "$PY" bench/time_to_acc.py
+step amp 30 '^\| flagship|fp16 \+ channels-last' "$PY" bench/amp.py --reps 2
+step fast_path 40 '^(minimal loop, graph, bs 1024, lr 0.02|Learner\+fast_cbs, graph|deterministic)' "$PY" bench/fast_path.py --budget 25
 
 echo
 echo "| step         | status      |  time  | key figures |"
