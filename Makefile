@@ -12,12 +12,13 @@ PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data train test bench docs export clean-nbs check-sync help
+.PHONY: setup data train test bench docs export clean-nbs check-sync help gpu-check
 
 help:
 	@echo "make train   - set up, then train the flagship model on Fashion-MNIST (report in $(OUT))"
 	@echo "make test    - set up, then run every test (library, real data, all notebooks in quick mode)"
 	@echo "make bench   - run the benchmarks in bench/"
+	@echo "make gpu-check - on a CUDA machine: tests on the GPU + overhead/time-to-accuracy/amp benchmarks, one table (exit 3: no GPU)"
 	@echo "make docs    - build the docs site into _docs/ (nbdev-docs if quarto is on PATH, else offline mkdocs)"
 	@echo "make export  - regenerate miniai/ from nbs/ ;  make clean-nbs - strip notebook metadata"
 
@@ -52,6 +53,10 @@ bench: setup data
 	$(PY) bench/data.py
 	$(PY) bench/datablock.py
 	$(PY) bench/amp.py
+
+# The GPU check (bench/gpu_check.sh): ~6 minutes on one GPU; exit status 3 when there is no CUDA GPU.
+gpu-check: setup data
+	PYTHON=$(PY) bench/gpu_check.sh
 
 # The lessons and API reference as a static site. Quarto (nbdev's own route) can't be fetched offline, so without it
 # tools/build_docs.py builds the site with mkdocs-material + mkdocs-jupyter; DOCS_ARGS=--execute re-runs the notebooks.

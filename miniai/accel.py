@@ -1,5 +1,6 @@
-"""Training in 16-bit floats where it is safe (autocast, loss scaling, skipping overflowed steps), then the same
-with Hugging Face accelerate: device placement, mixed precision and gradient accumulation in one callback.
+"""Training in 16-bit floats where it is safe (autocast, loss scaling, skipping overflowed steps), the same with
+Hugging Face accelerate (device placement, mixed precision, gradient accumulation), and a GPU fast path: the data
+kept on the device, no waiting for the GPU, and each training step replayed as one CUDA graph.
 
 Docs: https://miniai.github.io/miniai/accel.html.md"""
 
@@ -7,34 +8,43 @@ Docs: https://miniai.github.io/miniai/accel.html.md"""
 
 # %% ../nbs/12_accel.ipynb #da2043ec
 from __future__ import annotations
+import time, warnings
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .callbacks import Callback
-from .conv import to_device
-from .datasets import DataLoaders
-from .learner import TrainCB, DeviceCB
+from .conv import def_device, to_device
+from .datasets import DataLoaders, TensorBatchSampler, fashion_mnist_arrays, FASHION_MEAN, FASHION_STD
+from .learner import TrainCB, DeviceCB, compute_loss
 
 # %% auto #0
-__all__ = ['PRECISION_MODES', 'PRECISIONS', 'MixedPrecision', 'ChannelsLastCB', 'bf16_fast_on_cpu', 'time_train_step',
+__all__ = ['PRECISION_MODES', 'PRECISIONS', 'FAST_GPU', 'MixedPrecision', 'ChannelsLastCB', 'bf16_fast_on_cpu', 'time_train_step',
            'precision_speeds', 'resolve_precision', 'precision_cbs', 'SmallConv2d', 'matmul_small_convs',
-           'AccelerateCB']
+           'AccelerateCB', 'DeviceDL', 'fast_dls', 'GraphedStep', 'GraphTrainCB', 'on_gpu', 'fast_cbs']
 
 # %% ../nbs/12_accel.ipynb #81f781dd
 class MixedPrecision(TrainCB):
     "TrainCB under `torch.autocast` (bf16 on CPU, fp16 + GradScaler on CUDA); unscales after backward, skips non-finite steps."
     order = DeviceCB.order + 10
-    def __init__(self, n_inp=1, device=None, dtype=None):
+    def __init__(self, n_inp=1, device=None, dtype=None, check_finite=None):
         super().__init__(n_inp)
-        self.device, self.dtype = device, dtype
+        self.device, self.dtype, self.check_finite = device, dtype, check_finite
 
     def before_fit(self, learn):
         p = next(learn.model.parameters(), None)
         self.dev_type = self.device or (p.device.type if p is not None else 'cpu')
         self.amp_dtype = self.dtype or (torch.float16 if self.dev_type == 'cuda' else torch.bfloat16)
         self.scaler = torch.amp.GradScaler(self.dev_type) if self.amp_dtype == torch.float16 else None
-        self.n_skipped = 0
+        # bf16 steps are checked for inf/NaN where that is free (the CPU); on a GPU each check would wait for the GPU
+        self.check = self.dev_type != 'cuda' if self.check_finite is None else self.check_finite
+        self._skipped = 0   # a tensor on the GPU once fp16 steps are counted: read only when `n_skipped` is asked for
+
+    @property
+    def n_skipped(self) -> int:
+        "Optimizer steps skipped because a gradient was inf or NaN."
+        return int(self._skipped)
 
     def before_batch(self, learn):
         self.autocast = torch.autocast(self.dev_type, dtype=self.amp_dtype)
@@ -55,13 +65,15 @@ class MixedPrecision(TrainCB):
 
     def step(self, learn):
         if self.scaler is not None:
-            scale = self.scaler.get_scale()
+            before = self.scaler._scale.clone()  # the scale as a tensor: comparing on the device needs no wait
             self.scaler.step(learn.opt)          # skipped by the scaler if unscale_ found inf/NaN
-            self.scaler.update()
-            if self.scaler.get_scale() < scale: self.n_skipped += 1
-        elif all(p.grad is None or torch.isfinite(p.grad).all() for g in learn.opt.param_groups for p in g['params']):
+            self.scaler.update()                 # ...which then lowers the scale
+            self._skipped = self._skipped + (self.scaler._scale < before).long()
+        elif not self.check: learn.opt.step()
+        elif torch.stack([p.grad.isfinite().all() for g in learn.opt.param_groups for p in g['params']
+                          if p.grad is not None] or [torch.tensor(True)]).all():
             learn.opt.step()
-        else: self.n_skipped += 1
+        else: self._skipped += 1
 
 # %% ../nbs/12_accel.ipynb #70a38876
 class ChannelsLastCB(Callback):
@@ -74,41 +86,45 @@ def bf16_fast_on_cpu():
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 # %% ../nbs/12_accel.ipynb #72403f67
-def time_train_step(model, xb, yb, amp=False, channels_last=False, n=5):
-    "Best wall time in seconds of `n` training steps (forward, backward, AdamW step) of `model` on one batch."
-    import time
+def _sync(dev):
+    if dev == 'cuda': torch.cuda.synchronize()   # GPU work is queued: a timer must wait until it is done
+
+def time_train_step(model, xb, yb, amp=False, channels_last=False, n=5, dtype=torch.bfloat16):
+    "Best wall time in seconds of `n` training steps (forward, backward, AdamW step) of `model` on one batch, on `xb`'s device."
+    dev = xb.device.type
+    model = model.to(xb.device)
     if channels_last: model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    dev = xb.device.type
     ts = []
-    for _ in range(n + 1):                        # the first step pays for oneDNN's kernel selection: not counted
-        t = time.perf_counter()
-        with torch.autocast(dev, dtype=torch.bfloat16 if dev == 'cpu' else torch.float16, enabled=amp):
+    for _ in range(n + 1):                        # the first step pays for kernel selection (oneDNN, cuDNN): not counted
+        _sync(dev); t = time.perf_counter()
+        with torch.autocast(dev, dtype=dtype, enabled=amp):
             loss = F.cross_entropy(model(xb), yb)
         loss.backward(); opt.step(); opt.zero_grad()
-        ts.append(time.perf_counter() - t)
+        _sync(dev); ts.append(time.perf_counter() - t)
     return min(ts[1:])
 
 PRECISION_MODES = ((False, False), (False, True), (True, False), (True, True))   # (16-bit autocast, channels-last)
 
-def precision_speeds(make_model, xb, yb, reps=3, n=5):
+def precision_speeds(make_model, xb, yb, reps=3, n=5, dtype=torch.bfloat16):
     "Best `time_train_step` of a fresh `make_model()` in each of `PRECISION_MODES`, over `reps` interleaved rounds."
     best = {m: float('inf') for m in PRECISION_MODES}
     for _ in range(reps):          # interleaved, so a change in the machine's load hits every mode alike
         for amp, cl in PRECISION_MODES:
             torch.manual_seed(0)
-            best[amp, cl] = min(best[amp, cl], time_train_step(make_model(), xb, yb, amp=amp, channels_last=cl, n=n))
+            best[amp, cl] = min(best[amp, cl], time_train_step(make_model(), xb, yb, amp=amp, channels_last=cl, n=n,
+                                                               dtype=dtype))
     return best
 
 # %% ../nbs/12_accel.ipynb #30fa72ec
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
 def resolve_precision(precision, device):
-    "'auto' → 'bf16' on a CPU with native bf16 (AVX512-bf16/AMX), 'fp16' on CUDA, else 'fp32'; other names unchanged."
+    "'auto' → 'bf16' on CUDA (fp16 before Ampere) and on a CPU with native bf16 (AVX512-bf16/AMX), else 'fp32'."
     if precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != 'auto': return precision
     dev = torch.device(device).type
-    if dev == 'cuda': return 'fp16'
+    if dev == 'cuda': return 'fp16' if torch.cuda.is_available() and not torch.cuda.is_bf16_supported() else 'bf16'
     return 'bf16' if dev == 'cpu' and bf16_fast_on_cpu() else 'fp32'
 
 def precision_cbs(precision):
@@ -202,3 +218,153 @@ class AccelerateCB(TrainCB):
             del model.forward
         learn.model, learn.opt, learn.dls = self.orig
         self.acc.free_memory()
+
+# %% ../nbs/12_accel.ipynb #f0a00003
+class DeviceDL:
+    "Batches `(x, y)` sliced from uint8 images kept on `device` and normalised there: `tensor_dl`'s batches, no host work."
+    def __init__(self, x, y, bs=1024, shuffle=False, drop_last=False, generator=None, device=None,
+                 mean=FASHION_MEAN, std=FASHION_STD):
+        if x.dtype != torch.uint8: raise TypeError(f"DeviceDL keeps uint8 images (0..255), got dtype {x.dtype}")
+        if len(x) != len(y): raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+        self.device = torch.device(device or def_device)
+        self.x, self.y, self.mean, self.std, self.bs = x.to(self.device), y.to(self.device), mean, std, bs
+        self.sampler = TensorBatchSampler(len(x), bs, shuffle, drop_last, generator)   # tensor_dl's order and RNG use
+
+    def __len__(self): return len(self.sampler)
+
+    def normalise(self, xb):
+        "uint8 (B, C, H, W) → float in [0, 1], minus `mean`, over `std`: `fashion_tensors`' steps, in its order."
+        return xb.float().div_(255).sub_(self.mean).div_(self.std)
+
+    def __iter__(self):
+        idxs = list(self.sampler)                    # this epoch's batches of indices, drawn on the CPU...
+        if not idxs: return
+        order = torch.cat(idxs).to(self.device)      # ...sent to the device once per epoch, not once per batch
+        for idx in order.split([len(i) for i in idxs]): yield self.normalise(self.x[idx]), self.y[idx]
+
+def fast_dls(bs=1024, device=None, n_train=None, n_valid=None, path=None, generator=None, drop_last=True):
+    "Fashion-MNIST `DataLoaders` kept on `device` as uint8: training shuffled (`drop_last`), the test set as validation (2×`bs`)."
+    arrays = fashion_mnist_arrays(path)
+    def split(name, n):
+        x, y = arrays[name]
+        return torch.from_numpy(np.ascontiguousarray(x[:n])).unsqueeze(1), torch.from_numpy(np.ascontiguousarray(y[:n]))
+    return DataLoaders(DeviceDL(*split('train', n_train), bs=bs, shuffle=True, drop_last=drop_last,
+                                generator=generator, device=device),
+                       DeviceDL(*split('test', n_valid), bs=2*bs, device=device))
+
+# %% ../nbs/12_accel.ipynb #f0a00007
+class GraphedStep:
+    "One training step (autocast forward, loss, backward, optimizer step); on CUDA replayed as one CUDA graph after `warmup` steps."
+    def __init__(self, model, loss_func, opt, dtype=torch.bfloat16, graphs=True, warmup=3):
+        self.model, self.loss_func, self.opt, self.dtype = model, loss_func, opt, dtype
+        self.graphs, self.warmup, self.n_warm, self.graph, self.why_eager = graphs, warmup, 0, None, None
+
+    def forward(self, x, y):
+        "Predictions and loss under autocast to `dtype` (None: no autocast)."
+        with torch.autocast(x.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None,
+                            cache_enabled=False):        # no cached casts of the weights: a graph must not keep stale ones
+            preds = self.model(x)
+            return preds, compute_loss(self.loss_func, preds, y)
+
+    def eager(self, x, y):
+        "The step without a graph (after a capture the gradients are the graph's tensors: zeroed, not freed)."
+        self.opt.zero_grad(set_to_none=self.graph is None)
+        preds, loss = self.forward(x, y)
+        loss.backward(); self.opt.step()
+        return preds.detach(), loss.detach()   # nothing may keep this step's autograd graph alive into a capture
+
+    def __call__(self, x, y):
+        "Train on batch `(x, y)`; returns `(preds, loss)`, which a graph overwrites at its next replay."
+        if self.graphs and x.is_cuda and self.why_eager is None:
+            if self.graph is None and self.n_warm < self.warmup: return self._warmup(x, y)
+            if self.graph is None: self._capture(x, y)
+            if self.graph is not None and x.shape == self.x.shape and y.shape == self.y.shape:
+                if self._frozen() == self.frozen: return self._replay(x, y)
+                self._eager_from_now("an optimizer without `capturable` changed a hyper-parameter")
+        return self.eager(x, y)
+
+    def _warmup(self, x, y):
+        if self.n_warm == 0: self._make_capturable(x.device)
+        self.n_warm += 1
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side): out = self.eager(x, y)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+    def _make_capturable(self, device):
+        "Adam-style optimizers: step counts on the GPU, lr and betas accepted as tensors (`capturable=True`)."
+        for pg in self.opt.param_groups:
+            if 'capturable' in pg and not pg.get('fused'): pg['capturable'] = True
+        for st in self.opt.state.values():   # e.g. loaded from a checkpoint, with the step count on the CPU
+            if torch.is_tensor(st.get('step')): st['step'] = st['step'].to(device)
+
+    def _frozen(self):
+        "The hyper-parameters a replay cannot change: those of param groups without tensor lr/betas."
+        return [(None if t else pg['lr'], pg.get('betas'), pg.get('momentum')) for pg, t in zip(self.opt.param_groups, self.hypers)]
+
+    def _capture(self, x, y):
+        self.x, self.y, self.hypers, saved = x.clone(), y.clone(), [], []
+        for pg in self.opt.param_groups:
+            saved.append({'lr': pg['lr']})
+            t = None
+            if pg.get('capturable') or pg.get('fused'):   # lr as a tensor; betas stay floats (frozen, checked each step)
+                t = {'lr': torch.tensor(float(pg['lr']), device=x.device)}
+                pg.update(t)
+            self.hypers.append(t)
+        self.frozen = self._frozen()
+        self.opt.zero_grad(set_to_none=True)     # so the captured backward writes (not adds) the gradients
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.preds, self.loss = self.forward(self.x, self.y)
+                self.loss.backward(); self.opt.step()
+            self.graph = graph
+        except Exception as e:   # CUDA's random-number state is not usable after a failed capture: stop here, clearly
+            raise RuntimeError(f"GraphedStep: capturing the training step in a CUDA graph failed ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0]}); train without graphs: fast_cbs(graphs=False).") from e
+        finally:
+            for pg, s in zip(self.opt.param_groups, saved): pg.update(s)   # floats again for the scheduler
+
+    def _replay(self, x, y):
+        self.x.copy_(x); self.y.copy_(y)
+        for pg, t in zip(self.opt.param_groups, self.hypers):   # this step's lr and betas, as the scheduler set them
+            if t is None: continue
+            t['lr'].fill_(pg['lr'])
+        self.graph.replay()
+        return self.preds, self.loss
+
+    def _eager_from_now(self, why):
+        warnings.warn(f"GraphedStep: {why}; training continues without a CUDA graph (same numbers, slower).")
+        self.why_eager = why
+
+# %% ../nbs/12_accel.ipynb #f0a0000b
+class GraphTrainCB(TrainCB):
+    "`TrainCB` for the GPU fast path: each training step is one `GraphedStep` (a CUDA graph on the GPU) under `dtype` autocast."
+    order = MixedPrecision.order
+    def __init__(self, dtype=torch.bfloat16, graphs=True, warmup=3):
+        super().__init__(n_inp=1)
+        self.dtype, self.graphs, self.warmup = dtype, graphs, warmup
+
+    def before_fit(self, learn):
+        self.run = GraphedStep(learn.model, learn.loss_func, learn.opt, self.dtype, self.graphs, self.warmup)
+
+    def predict(self, learn):
+        if learn.training: learn.preds, learn.loss = self.run(*learn.batch[:2])
+        else: learn.preds, learn.loss = self.run.forward(*learn.batch[:2])
+    def get_loss(self, learn): pass     # computed with the predictions
+    def backward(self, learn): pass     # done inside the step
+    def step(self, learn): pass
+    def zero_grad(self, learn): pass
+
+FAST_GPU = dict(bs=1024, lr=2e-2)   # the flagship's batch size and peak lr on the fast path (0.92 in 8 epochs on an H200)
+
+def on_gpu(device=None) -> bool:
+    "True where the GPU fast path applies: `device` (default: the best available here) is a CUDA device."
+    return torch.device(device or def_device).type == 'cuda' and torch.cuda.is_available()
+
+def fast_cbs(precision='bf16', graphs=False):
+    "The training callbacks of the GPU fast path: `GraphTrainCB` (bf16 autocast, CUDA graphs) and `ChannelsLastCB`."
+    dtypes = {'bf16': torch.bfloat16, 'fp32': None}
+    if precision not in dtypes: raise ValueError(f"the fast path trains in 'bf16' or 'fp32', got {precision!r}")
+    return [GraphTrainCB(dtypes[precision], graphs=graphs), ChannelsLastCB()]

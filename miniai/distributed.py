@@ -20,8 +20,8 @@ from .datasets import DataLoaders, TensorBatchSampler
 from .learner import DeviceCB
 
 # %% auto #0
-__all__ = ['dist_env', 'rank_device', 'ddp_setup', 'is_main', 'per_rank_bs', 'ShardedBatchSampler', 'shard_dl', 'DistBatchNorm',
-           'sync_batchnorm', 'DDPCB']
+__all__ = ['dist_env', 'NotEnoughGPUsError', 'rank_device', 'ddp_setup', 'is_main', 'per_rank_bs', 'ShardedBatchSampler',
+           'shard_dl', 'DistBatchNorm', 'sync_batchnorm', 'DDPCB']
 
 # %% ../nbs/12a_distributed.ipynb #95699f86
 def dist_env() -> tuple:
@@ -31,10 +31,23 @@ def dist_env() -> tuple:
     if world < 1 or not 0 <= rank < world: raise ValueError(f"RANK={rank} must be in [0, WORLD_SIZE={world}).")
     return rank, world, local
 
+class NotEnoughGPUsError(RuntimeError):
+    "More processes on this machine than CUDA GPUs: raised before any process group is joined; the message is one line."
+
 def rank_device(device) -> torch.device:
     "This process's device: `cuda:LOCAL_RANK` when `device` is CUDA (one GPU per process), else `device` itself."
     device = torch.device(device)
-    return torch.device('cuda', dist_env()[2]) if device.type == 'cuda' else device
+    if device.type != 'cuda': return device
+    _, world, local = dist_env()
+    if world == 1: return device if device.index is not None else torch.device('cuda', 0)
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if local >= n_gpus:
+        procs = os.environ.get('LOCAL_WORLD_SIZE', str(world))
+        raise NotEnoughGPUsError(
+            f"{procs} processes on this machine but {n_gpus} CUDA GPU(s): process {local} has no GPU of its own. "
+            f"Start at most {n_gpus} per machine (torchrun --nproc-per-node {max(n_gpus, 1)}), "
+            f"or train on the CPU with gloo (--device cpu).")
+    return torch.device('cuda', local)
 
 @contextmanager
 def ddp_setup(device='cpu', backend=None):

@@ -6,16 +6,10 @@ from miniai.accel import MixedPrecision
 from miniai.learner import Learner, TrainCB, DeviceCB
 from miniai.callbacks import Callback, CancelFitException
 
-def _data(n=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(20, 4, generator=g)
-    xs = [torch.randn(32, 20, generator=g) for _ in range(n)]
-    return [(x, (x @ w).argmax(1)) for x in xs]
-
-def _learn(cb, *cbs, lr=0.5):
+def _learn(data, cb, *cbs, lr=0.5):
+    "A Learner on `data` (the `linear_batches` fixture: 8 batches of 32, 20 features, 4 classes) with `cb` and `cbs`."
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 4))
-    data = _data()
     return Learner(model, (data, data[:2]), F.cross_entropy, lr=lr, cbs=[DeviceCB('cpu'), cb, *cbs])
 
 class LossCB(Callback):
@@ -23,26 +17,29 @@ class LossCB(Callback):
     def after_loss(self, learn):
         if learn.training: self.losses.append(learn.loss.item())
 
-def test_bf16_trains_like_fp32():
+def test_bf16_trains_like_fp32(linear_batches):
+    data = linear_batches(8, bs=32, n_in=20, n_out=4)
     l32, l16 = LossCB(), LossCB()
-    _learn(TrainCB(), l32).fit(5, valid=False)
+    _learn(data, TrainCB(), l32).fit(5, valid=False)
     mp = MixedPrecision()
-    _learn(mp, l16).fit(5, valid=False)
+    _learn(data, mp, l16).fit(5, valid=False)
     assert mp.amp_dtype == torch.bfloat16 and mp.scaler is None and mp.n_skipped == 0
     assert l16.losses[-1] < 0.5 * l16.losses[0]
     assert abs(l16.losses[-1] - l32.losses[-1]) < 0.1
 
-def test_autocast_active_in_forward_only():
+def test_autocast_active_in_forward_only(linear_batches):
+    data = linear_batches(8, bs=32, n_in=20, n_out=4)
     class Check(Callback):
         order = MixedPrecision.order + 1
         def after_predict(self, learn): self.pred_dtype = learn.preds.dtype; self.in_fwd = torch.is_autocast_enabled('cpu')
         def after_step(self, learn): self.in_step = torch.is_autocast_enabled('cpu')
     c = Check()
-    _learn(MixedPrecision(), c).fit(1, valid=False)
+    _learn(data, MixedPrecision(), c).fit(1, valid=False)
     assert c.pred_dtype == torch.bfloat16 and c.in_fwd and not c.in_step
     assert not torch.is_autocast_enabled('cpu')
 
-def test_nonfinite_step_skipped():
+def test_nonfinite_step_skipped(linear_batches):
+    data = linear_batches(8, bs=32, n_in=20, n_out=4)
     class Poison(Callback):
         order = MixedPrecision.order + 1
         def after_backward(self, learn):
@@ -52,17 +49,18 @@ def test_nonfinite_step_skipped():
             if learn.iter == 3: self.unchanged = all(torch.equal(a, p) for a, p in zip(self.before, learn.model.parameters()))
             elif learn.iter == 4: self.changed = not all(torch.equal(a, p) for a, p in zip(self.before, learn.model.parameters()))
     p, mp = Poison(), MixedPrecision()
-    learn = _learn(mp, p)
+    learn = _learn(data, mp, p)
     learn.fit(1, valid=False)
     assert p.unchanged and p.changed and mp.n_skipped == 1
     assert all(torch.isfinite(q).all() for q in learn.model.parameters())
 
-def test_autocast_left_after_cancel():
+def test_autocast_left_after_cancel(linear_batches):
+    data = linear_batches(8, bs=32, n_in=20, n_out=4)
     class Stop(Callback):
         order = MixedPrecision.order + 1
         def after_predict(self, learn): raise CancelFitException()
     mp = MixedPrecision()
-    _learn(mp, Stop()).fit(1)
+    _learn(data, mp, Stop()).fit(1)
     assert mp.autocast is None and not torch.is_autocast_enabled('cpu')
 
 
@@ -128,9 +126,10 @@ def test_accumulation_steps_at_the_end_of_each_epoch():
     assert n == 2*3
 
 @needs_accelerate
-def test_bf16_through_accelerate_trains():
+def test_bf16_through_accelerate_trains(linear_batches):
+    data = linear_batches(8, bs=32, n_in=20, n_out=4)
     l16 = LossCB()
-    learn = _learn(AccelerateCB(mixed_precision='bf16', cpu=True), l16)
+    learn = _learn(data, AccelerateCB(mixed_precision='bf16', cpu=True), l16)
     learn.fit(5, valid=False)
     assert l16.losses[-1] < 0.5*l16.losses[0]
     assert not torch.is_autocast_enabled('cpu') and 'forward' not in vars(learn.model)
@@ -212,3 +211,104 @@ def test_matmul_small_convs_keeps_the_state_dict():
     matmul_small_convs(m)
     assert m.state_dict().keys() == sd.keys() and all(torch.equal(m.state_dict()[k], v) for k, v in sd.items())
     torch.testing.assert_close(m(x), before, atol=1e-5, rtol=1e-5)
+
+
+# ---- the GPU fast path: device-resident loaders, GraphedStep, GraphTrainCB (logic on the CPU, graphs on CUDA) ----
+import warnings
+from miniai.accel import DeviceDL, fast_dls, GraphedStep, GraphTrainCB, fast_cbs, on_gpu, resolve_precision, ChannelsLastCB
+
+HAS_CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason='CUDA graphs need a CUDA GPU; this machine has none')
+
+def test_device_loaders_give_the_normal_loaders_batches():
+    # real Fashion-MNIST: same seed, same batches, bit for bit (same normalisation steps in the same order)
+    ref = fashion_dls(128, n_train=1000, n_valid=300, generator=torch.Generator().manual_seed(3))
+    fast = fast_dls(128, 'cpu', n_train=1000, n_valid=300, generator=torch.Generator().manual_seed(3), drop_last=False)
+    for a, b in ((ref.train, fast.train), (ref.valid, fast.valid)):
+        assert len(a) == len(b)
+        for (x1, y1), (x2, y2) in zip(a, b): assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert fast.train.x.dtype == torch.uint8 and fast.valid.bs == 256
+    assert len(fast_dls(128, 'cpu', n_train=1000, n_valid=10).train) == 1000//128     # partial batch dropped by default
+
+def test_device_loader_refuses_bad_input():
+    with pytest.raises(TypeError, match='uint8'): DeviceDL(torch.zeros(4, 1, 2, 2), torch.zeros(4), device='cpu')
+    with pytest.raises(ValueError, match='same length'):
+        DeviceDL(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(3), device='cpu')
+
+def _small_cnn():
+    return nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+def _fit_fast(cbs, device='cpu', epochs=1, n=1024):
+    from miniai.sched import BatchSchedCB
+    set_seed(0)
+    dls = fast_dls(128, device, n_train=n, n_valid=256, generator=torch.Generator().manual_seed(0))
+    model, m = _small_cnn(), MetricsCB()
+    sched = BatchSchedCB(lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, 1e-2, total_steps=epochs*len(dls.train), cycle_momentum=False))
+    learn = Learner(model, dls, F.cross_entropy, lr=1e-2, opt_func=torch.optim.AdamW, cbs=[DeviceCB(device), *cbs, m, sched])
+    learn.fit(epochs)
+    return model, m
+
+def test_graph_train_cb_is_train_cb_on_the_cpu():
+    # on the CPU GraphedStep runs the step eagerly: the same operations as TrainCB's five events, so the same weights
+    a, ma = _fit_fast([GraphTrainCB(dtype=None)])
+    b, mb = _fit_fast([TrainCB()])
+    for p, q in zip(a.parameters(), b.parameters()): assert torch.equal(p, q)
+    assert ma.history == [{**r, 'time': ra['time']} for r, ra in zip(mb.history, ma.history)]
+    # and with bf16 autocast it learns (the training loss falls below chance, ln 10)
+    _, m16 = _fit_fast(fast_cbs('bf16'), n=4096)
+    assert m16.last('valid')['loss'] < math.log(10) - 0.2
+
+def test_fast_cbs_and_precision_choice(monkeypatch):
+    assert [type(c) for c in fast_cbs()] == [GraphTrainCB, ChannelsLastCB] and fast_cbs()[0].dtype == torch.bfloat16
+    assert fast_cbs()[0].graphs is False and fast_cbs(graphs=True)[0].graphs is True
+    with pytest.raises(ValueError, match="'bf16' or 'fp32'"): fast_cbs('fp16')
+    assert on_gpu('cpu') is False
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)
+    assert resolve_precision('auto', 'cuda') == 'bf16'
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: False)   # before Ampere: fp16 + loss scaling
+    assert resolve_precision('auto', 'cuda') == 'fp16'
+
+def test_bf16_on_cuda_does_not_wait_for_the_gpu_each_step():
+    # the inf/NaN check of bf16 steps reads a value back each step: done where it is free (the CPU), not on CUDA
+    mp = MixedPrecision(device='cuda', dtype=torch.bfloat16)
+    class L: model = nn.Linear(2, 2)
+    mp.before_fit(L())
+    assert mp.check is False and mp.scaler is None and mp.n_skipped == 0
+    assert MixedPrecision(check_finite=True, device='cuda', dtype=torch.bfloat16).check_finite is True
+
+@needs_cuda
+def test_device_loaders_on_cuda_match_the_cpu():
+    a = fast_dls(256, 'cpu', n_train=1024, n_valid=512, generator=torch.Generator().manual_seed(0))
+    b = fast_dls(256, 'cuda', n_train=1024, n_valid=512, generator=torch.Generator().manual_seed(0))
+    for (x1, y1), (x2, y2) in zip(a.train, b.train):
+        assert x2.is_cuda and torch.equal(y1, y2.cpu()) and torch.allclose(x1, x2.cpu(), rtol=0, atol=1e-6)
+
+@needs_cuda
+def test_cuda_graph_step_equals_the_eager_step():
+    # an MLP (no cuDNN, no TF32 matmuls by default) with AdamW and an lr changed every step, as 1cycle does
+    def train(graphs):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 4)).cuda()
+        opt = torch.optim.AdamW(model.parameters(), 1e-2)
+        step = GraphedStep(model, F.cross_entropy, opt, dtype=None, graphs=graphs)
+        g = torch.Generator().manual_seed(1)
+        for i in range(12):
+            x = torch.randn(32, 20, generator=g).cuda(); y = (x[:, :4]).argmax(1)
+            opt.param_groups[0]['lr'] = 1e-2*(1 + i)/12
+            step(x, y)
+        torch.cuda.synchronize()
+        return model, step
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                # no silent fall-back to eager
+        (mg, sg), (me, _) = train(True), train(False)
+    assert sg.graph is not None and sg.why_eager is None
+    for p, q in zip(mg.parameters(), me.parameters()): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+@needs_cuda
+def test_graph_train_cb_trains_on_cuda():
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        model, m = _fit_fast(fast_cbs('bf16', graphs=True), device='cuda', epochs=2, n=2048)
+    assert m.last('valid')['loss'] < math.log(10) - 0.5 and next(model.parameters()).is_cuda

@@ -8,23 +8,18 @@ from miniai.averaging import EMACB, LookaheadCB
 from miniai.learner import Learner, TrainCB
 from miniai.callbacks import Callback
 
-def _data(n=10, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(6, 3, generator=g)
-    xs = [torch.randn(16, 6, generator=g) for _ in range(n)]
-    return [(x, (x @ w).argmax(1)) for x in xs]
-
 def _model(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
 
-def _learn(model, *cbs):
-    data = _data()
+def _learn(data, model, *cbs):
+    "A Learner on `data` (the `linear_batches` fixture: 10 batches of 16, 6 features, 3 classes)."
     return Learner(model, (data, data[:2]), F.cross_entropy, lr=1e-2, cbs=[TrainCB(), *cbs], opt_func=torch.optim.AdamW)
 
 def _state(m): return [t.detach().clone() for t in [*m.parameters(), *m.buffers()] if t.is_floating_point()]
 
-def test_ema_equals_averaged_model():
+def test_ema_equals_averaged_model(linear_batches):
+    data = linear_batches(10, bs=16, n_in=6, n_out=3)
     model = _model()
     ref = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.8), use_buffers=True)
     ref.update_parameters(model)
@@ -32,13 +27,14 @@ def test_ema_equals_averaged_model():
         order = EMACB.order + 1
         def after_step(self, learn): ref.update_parameters(learn.model)
     ema = EMACB(0.8, validate=False)
-    _learn(model, ema, Ref()).fit(2)
+    _learn(data, model, ema, Ref()).fit(2)
     assert ema.n_steps == 20
     for a, r in zip(ema.avg, _state(ref.module)): torch.testing.assert_close(a, r, rtol=0, atol=1e-6)
     # and the average is not simply the last weights
     assert any(not torch.equal(a, m) for a, m in zip(ema.avg, _state(model)))
 
-def test_ema_validation_swaps_back_even_when_interrupted():
+def test_ema_validation_swaps_back_even_when_interrupted(linear_batches):
+    data = linear_batches(10, bs=16, n_in=6, n_out=3)
     model = _model(1)
     class Interrupt(Callback):
         order = EMACB.order + 1
@@ -47,7 +43,7 @@ def test_ema_validation_swaps_back_even_when_interrupted():
                 self.seen = _state(learn.model)
                 raise KeyboardInterrupt
     ema, stop = EMACB(0.5), Interrupt()
-    learn = _learn(model, ema, stop)
+    learn = _learn(data, model, ema, stop)
     with pytest.raises(KeyboardInterrupt): learn.fit(1)
     for s, a in zip(stop.seen, ema.avg): assert torch.equal(s, a)          # validation ran on the average
     own = _state(model)
@@ -56,10 +52,11 @@ def test_ema_validation_swaps_back_even_when_interrupted():
         for t, a in zip(_state(model), ema.avg): assert torch.equal(t, a)
     for t, o in zip(_state(model), own): assert torch.equal(t, o)
 
-def test_ema_continues_across_fits_and_round_trips():
+def test_ema_continues_across_fits_and_round_trips(linear_batches):
+    data = linear_batches(10, bs=16, n_in=6, n_out=3)
     model = _model(2)
     ema = EMACB(0.9, validate=False)
-    learn = _learn(model, ema)
+    learn = _learn(data, model, ema)
     learn.fit(1)
     first = [a.clone() for a in ema.avg]
     learn.fit(1, train=False)                       # a validation-only fit must not restart the average

@@ -1,5 +1,7 @@
 """Data-parallel `miniai train` on 2 CPU processes (torchrun, gloo): the same global batch gives the single-process
-weights, only rank 0 writes or prints, and a global batch that does not divide by the processes is refused."""
+weights, only rank 0 writes or prints, and a global batch that does not divide by the processes is refused. The runs
+pin `--device cpu`, so they are the same on a GPU machine; an NCCL run needs two GPUs and is skipped elsewhere. Which
+process gets which GPU (and the one-line refusal when there are too few) is tested with the GPU count patched."""
 import json, os, socket, subprocess, sys, textwrap
 
 import pytest
@@ -7,7 +9,7 @@ import torch
 
 # 4 optimizer steps (512 images, global batch 128) of the simple_cnn recipe: no random augmentation, so both runs see
 # the same batches in the same order, and DistBatchNorm normalises with the global batch's statistics.
-COMMON = ['--recipe', 'simple_cnn', '--epochs', '1', '--bs', '128', '--seed', '1', '--subset', '512']
+COMMON = ['--recipe', 'simple_cnn', '--epochs', '1', '--bs', '128', '--seed', '1', '--subset', '512', '--device', 'cpu']
 
 def free_port():
     with socket.socket() as s:
@@ -75,7 +77,7 @@ def test_two_processes_match_one_with_the_same_global_batch(runs):
 def test_a_different_global_batch_is_far_away(runs):
     # the control for the tolerance above: the single-process run with batch 64 instead of 128
     tmp, *_ = runs
-    res = run(['-m', 'miniai', 'train', '--out', tmp/'bs64', *COMMON[:-4], '--seed', '1', '--subset', '256', '--bs', '64'])
+    res = run(['-m', 'miniai', 'train', '--out', tmp/'bs64', *COMMON[:-6], '--seed', '1', '--subset', '256', '--bs', '64', '--device', 'cpu'])
     assert res.returncode == 0, res.stderr[-2000:]
     a, b = torch.load(tmp/'single'/'model.pth'), torch.load(tmp/'bs64'/'model.pth')
     assert max(((a[k] - b[k]).abs().max()/a[k].abs().max()).item() for k in a if a[k].is_floating_point()) > 1e-3
@@ -92,7 +94,7 @@ def test_only_rank_0_writes_and_prints(runs):
     assert '2 processes' in ddp.stdout
 
 def test_global_batch_must_divide_by_the_processes(tmp_path):
-    res = torchrun('-m', 'miniai', 'train', '--out', tmp_path/'o', *COMMON[:4], '--bs', '127')
+    res = torchrun('-m', 'miniai', 'train', '--out', tmp_path/'o', *COMMON[:4], '--bs', '127', '--device', 'cpu')
     assert res.returncode != 0
     assert '--bs 127 must be divisible by the 2 processes' in res.stderr and 'try --bs 126' in res.stderr
 
@@ -105,3 +107,51 @@ def test_unsynchronised_batchnorm_is_far_away(runs):
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = torch.load(tmp/'single'/'model.pth'), torch.load(tmp/'nosync'/'model.pth')
     assert max(((a[k] - b[k]).abs().max()/a[k].abs().max()).item() for k in a if a[k].is_floating_point()) > 1e-3
+
+
+# ---- processes to GPUs: `rank_device` under torchrun's variables, with the machine's GPU count patched ----
+from unittest import mock
+from miniai.distributed import NotEnoughGPUsError, ddp_setup, rank_device
+
+def _as_rank(monkeypatch, local, world, n_gpus):
+    for k, v in dict(RANK=local, WORLD_SIZE=world, LOCAL_RANK=local, LOCAL_WORLD_SIZE=world).items():
+        monkeypatch.setenv(k, str(v))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: n_gpus > 0)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: n_gpus)
+
+@pytest.mark.parametrize('local, world, n_gpus', [(0, 2, 2), (1, 2, 2), (3, 4, 8), (0, 2, 1)])
+def test_each_process_gets_its_own_gpu(monkeypatch, local, world, n_gpus):
+    _as_rank(monkeypatch, local, world, n_gpus)
+    assert rank_device('cuda') == torch.device('cuda', local)
+    assert rank_device('cpu') == torch.device('cpu')       # gloo on the CPU: no GPU involved, whatever the count
+
+@pytest.mark.parametrize('local, world, n_gpus', [(1, 2, 1), (2, 4, 2), (0, 2, 0)])
+def test_too_few_gpus_is_one_clear_line(monkeypatch, local, world, n_gpus):
+    _as_rank(monkeypatch, local, world, n_gpus)
+    with pytest.raises(NotEnoughGPUsError) as e: rank_device('cuda')
+    msg = str(e.value)
+    assert '\n' not in msg and f'{world} processes on this machine but {n_gpus} CUDA GPU(s)' in msg
+    assert f'--nproc-per-node {max(n_gpus, 1)}' in msg and '--device cpu' in msg
+
+def test_ddp_setup_refuses_before_joining(monkeypatch):
+    _as_rank(monkeypatch, 1, 2, 1)
+    with pytest.raises(NotEnoughGPUsError):
+        with ddp_setup('cuda'): pass
+    assert not torch.distributed.is_initialized()
+
+def test_one_process_keeps_the_device_it_was_given(monkeypatch):
+    _as_rank(monkeypatch, 0, 1, 4)
+    assert rank_device('cuda') == torch.device('cuda', 0) and rank_device('cuda:2') == torch.device('cuda', 2)
+
+N_GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+@pytest.mark.skipif(N_GPUS < 2, reason=f'NCCL data parallelism needs 2 CUDA GPUs, this machine has {N_GPUS}')
+def test_nccl_two_gpus_train_like_one(tmp_path):
+    args = ['train', *COMMON[:-2], '--device', 'cuda']
+    one = run(['-m', 'miniai', *args, '--out', tmp_path/'one'])
+    two = torchrun('-m', 'miniai', *args, '--out', tmp_path/'two')
+    assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-3000:]
+    ra, rb = (json.loads((tmp_path/n/'metrics.json').read_text()) for n in ('one', 'two'))
+    assert rb['processes'] == 2 and rb['device'].startswith('cuda')
+    # cuDNN and NCCL sum in other orders than the CPU: the loose yardstick of two different global batches (>1e-3) still holds
+    assert abs(ra['test_accuracy'] - rb['test_accuracy']) < 0.02
