@@ -141,7 +141,8 @@ class Learner:
 
     def _watch_loss(self):
         "Keep a reference to this batch's loss (no host transfer); check the kept ones every `nan_check_every` batches."
-        if isinstance(self.loss, torch.Tensor): self._watched.append((self.iter, self.loss.detach()))
+        loss = getattr(self, 'loss', None)
+        if isinstance(loss, torch.Tensor): self._watched.append((self.iter, loss.detach()))
         if len(self._watched) >= self.nan_check_every: self._check_losses()
 
     def _check_losses(self, at_end=False):
