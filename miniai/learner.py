@@ -237,10 +237,12 @@ class MetricsCB(Callback):
         self._start = time.perf_counter()
 
     def after_batch(self, learn):
-        preds, y = learn.preds.detach(), learn.batch[1]   # only the targets: the inputs are not needed
-        for m in self.metrics.values():
-            _follow(m, preds.device)
-            m.update(preds, y)
+        y = learn.batch[1]   # only the targets: the inputs are not needed
+        if self.metrics:
+            preds = learn.preds.detach() if isinstance(learn.preds, torch.Tensor) else learn.preds
+            for m in self.metrics.values():
+                if isinstance(preds, torch.Tensor): _follow(m, preds.device)
+                m.update(preds, y)
         self.loss.update(learn.loss, weight=len(y))
 
     def after_epoch(self, learn):
