@@ -300,7 +300,7 @@ class ProgressCB(Callback):
 
     def after_batch(self, learn):
         if not self.live: return
-        if learn.training: self._pending.append(learn.loss.detach())   # a reference: nothing is read yet
+        if learn.training: self._pending.append(torch.as_tensor(learn.loss).detach())   # a reference: nothing is read yet
         self._n += 1
         if self._n % self.every or time.perf_counter() - self._last < self.refresh: return
         self._last = time.perf_counter()
