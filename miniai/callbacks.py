@@ -7,10 +7,11 @@ Docs: https://miniai.github.io/miniai/callbacks.html.md"""
 # %% ../nbs/04_callbacks.ipynb #c7186946
 from __future__ import annotations
 import functools, warnings
+from collections.abc import Iterable
 from operator import attrgetter
 
 # %% auto #0
-__all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'run_cbs', 'with_cbs',
+__all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'as_cb_list', 'run_cbs', 'with_cbs',
            'SingleBatchCB']
 
 # %% ../nbs/04_callbacks.ipynb #2a0cfa88
@@ -58,10 +59,27 @@ class Callback:
 for _name in _LEARNER_ATTRS:
     _d = _FromLearner(); _d.__set_name__(Callback, _name); setattr(Callback, _name, _d)
 
+# %% ../nbs/04_callbacks.ipynb #20955c4f
+def as_cb_list(cbs) -> list:
+    "`cbs` as a new list of callbacks: None gives [], one callback [it], any iterable (list, tuple, `L`, generator) its items."
+    if cbs is None: return []
+    if isinstance(cbs, Callback) or not isinstance(cbs, Iterable): cbs = [cbs]
+    elif isinstance(cbs, (str, bytes)): raise TypeError(f"cbs must be callbacks, got the string {cbs!r}")
+    out = []
+    for cb in cbs:
+        if cb is None: continue
+        if isinstance(cb, Iterable) and not isinstance(cb, (Callback, str, bytes)): out += as_cb_list(cb); continue  # nested
+        if isinstance(cb, type): raise TypeError(f"cbs got the class {cb.__name__}, not an instance: write {cb.__name__}()")
+        if not hasattr(cb, 'order'):
+            raise TypeError(f"cbs got {cb!r}, which is not a callback (a callback has an `order` and event methods such "
+                            "as `before_fit`; subclass `Callback`)")
+        out.append(cb)
+    return out
+
 # %% ../nbs/04_callbacks.ipynb #80043716
 def run_cbs(cbs, method_nm, learn=None):
-    "Call `method_nm(learn)` on each callback in `cbs` that has it, in `order`."
-    for cb in sorted(cbs, key=attrgetter('order')):
+    "Call `method_nm(learn)` on each callback in `cbs` (anything `as_cb_list` accepts) that has it, in `order`."
+    for cb in sorted(as_cb_list(cbs), key=attrgetter('order')):
         method = getattr(cb, method_nm, None)
         if method is not None: method(learn)
 

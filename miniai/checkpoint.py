@@ -6,29 +6,37 @@ Docs: https://miniai.github.io/miniai/checkpoint.html.md"""
 
 # %% ../nbs/05a_checkpoint.ipynb #9650515b
 from __future__ import annotations
-import os, random
+import os, pickle, random, re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .callbacks import Callback
+from .learner import Learner
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'rng_states', 'set_rng_states', 'atomic_save', 'CheckpointError', 'checkpoint_state',
-           'read_checkpoint', 'check_fits', 'ResumeCB', 'load_checkpoint', 'CheckpointCB']
+           'read_checkpoint', 'check_fits', 'ResumeCB', 'load_checkpoint', 'CheckpointCB', 'deterministic_training']
 
 # %% ../nbs/05a_checkpoint.ipynb #12fbdcb3
 def rng_states() -> dict:
-    "The states of Python's, NumPy's, PyTorch's (and CUDA's, when present) global random generators."
-    d = {'random': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
-    if torch.cuda.is_available(): d['cuda'] = torch.cuda.get_rng_state_all()
+    "The states of Python's, NumPy's, PyTorch's (and CUDA's, when present) global random generators, as tensors and plain values."
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    d = {'random': random.getstate(),   # (version, a tuple of 625 ints, None or a float): plain values
+         'numpy': {'kind': str(kind), 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
+                   'has_gauss': int(has_gauss), 'cached_gaussian': float(gauss)},
+         'torch': torch.get_rng_state()}
+    if torch.cuda.is_available(): d['cuda'] = list(torch.cuda.get_rng_state_all())   # one uint8 tensor per GPU
     return d
 
 def set_rng_states(d: dict):
     "Restore generator states saved by `rng_states`."
     random.setstate(d['random'])
-    np.random.set_state(d['numpy'])
+    n = d['numpy']
+    np.random.set_state((n['kind'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached_gaussian']))
     torch.set_rng_state(d['torch'])
     if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
 
@@ -48,7 +56,7 @@ def atomic_save(obj, path):
     return path
 
 # %% ../nbs/05a_checkpoint.ipynb #bfdc6310
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2   # 2: loaded with weights_only=True (RNG states as tensors and plain values)
 
 class CheckpointError(ValueError):
     "A checkpoint is missing, corrupt, truncated, or does not fit the learner it is loaded into."
@@ -75,15 +83,27 @@ def checkpoint_state(learn, epochs_done: int) -> dict:
 
 # %% ../nbs/05a_checkpoint.ipynb #7a527f7d
 def read_checkpoint(path) -> dict:
-    "Load and sanity-check a checkpoint file; errors name the file and what is wrong with it."
+    "Load and sanity-check a checkpoint file without running any code from it; errors name the file and what is wrong."
     path = Path(path)
     if not path.is_file(): raise CheckpointError(f"{path}: no such checkpoint file.")
-    try: state = torch.load(path, map_location='cpu', weights_only=False)
+    try: state = torch.load(path, map_location='cpu', weights_only=True)   # tensors and plain values only: no code runs
+    except pickle.UnpicklingError as e:
+        refused = re.search(r'GLOBAL (\S+)', str(e))   # the weights-only unpickler met a reference to code
+        if not refused: raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?)") from None
+        raise CheckpointError(f"{path}: refused: it refers to `{refused.group(1)}`, which a miniai checkpoint never does "
+                              "(loading it could run code); nothing in it was run. Checkpoints from miniai before "
+                              "format 2 are refused too: they held NumPy arrays.") from None
     except Exception as e:  # torch.load raises many types for damaged files (zip, pickle, EOF, runtime errors)
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {str(e).splitlines()[0]}") from None
-    if not isinstance(state, dict) or state.get('format') != CHECKPOINT_FORMAT or 'model' not in state:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {_first_line(e)}") from None
+    if not isinstance(state, dict) or 'model' not in state or not isinstance(state.get('format'), int):
         raise CheckpointError(f"{path}: not a miniai checkpoint (format {CHECKPOINT_FORMAT} expected).")
+    if state['format'] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: a miniai checkpoint of format {state['format']}; this version reads format "
+                              f"{CHECKPOINT_FORMAT} only (re-create it with this version).")
     return state
+
+def _first_line(e): return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+
 
 def check_fits(model, state_dict, path='checkpoint'):
     "Raise `CheckpointError` naming every missing, unexpected or mis-shaped key between `model` and `state_dict`."
@@ -123,6 +143,18 @@ def load_checkpoint(learn, path):
     learn.start_epoch = state['epochs_done']
     return state['epochs_done']
 
+# %% ../nbs/05a_checkpoint.ipynb #7f18fc56
+@patch
+def save(self: Learner, path, epochs_done=None):
+    "Save a checkpoint (model, optimizer, callback states, RNG states, epochs done) atomically; returns the path."
+    done = self.n_epochs if epochs_done is None else epochs_done
+    return atomic_save(checkpoint_state(self, done), path)
+
+@patch
+def load(self: Learner, path):
+    "Load a checkpoint saved by `save` (checked first; nothing in the file runs); the next `fit(n)` resumes after its epochs."
+    return load_checkpoint(self, path)
+
 # %% ../nbs/05a_checkpoint.ipynb #8cd1e4db
 class CheckpointCB(Callback):
     "Save a checkpoint to `path` after each epoch; with `monitor`, also the best epoch (by that valid metric) to `best_path`."
@@ -148,3 +180,21 @@ class CheckpointCB(Callback):
 
     def state_dict(self): return {'best': self.best}
     def load_state_dict(self, d): self.best = d['best']
+
+# %% ../nbs/05a_checkpoint.ipynb #6d5dc5bc
+@contextmanager
+def deterministic_training(warn_only=True):
+    "Inside the block, deterministic algorithms, deterministic cuDNN without benchmarking, and cuBLAS's fixed workspace; all restored on exit."
+    cudnn = torch.backends.cudnn
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             cudnn.deterministic, cudnn.benchmark, os.environ.get('CUBLAS_WORKSPACE_CONFIG'))
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)   # warn_only: an op with no such version warns, naming it
+        cudnn.deterministic, cudnn.benchmark = True, False
+        if saved[-1] is None: os.environ['CUBLAS_WORKSPACE_CONFIG'] = ':4096:8'   # read when cuBLAS starts: set it early
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        cudnn.deterministic, cudnn.benchmark = saved[2], saved[3]
+        if saved[-1] is None: os.environ.pop('CUBLAS_WORKSPACE_CONFIG', None)
+        else: os.environ['CUBLAS_WORKSPACE_CONFIG'] = saved[-1]

@@ -6,10 +6,10 @@ Docs: https://miniai.github.io/miniai/learner.html.md"""
 
 # %% ../nbs/05_learner.ipynb #ff677b93
 from __future__ import annotations
-import copy, math, time
+import copy, math, sys, time
+from collections.abc import Mapping
 from operator import attrgetter
 
-import sys
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from fastprogress import master_bar, progress_bar
 from .conv import def_device, to_device, to_cpu
 from .metrics import Mean
 from .callbacks import (Callback, CancelBatchException, CancelEpochException, CancelFitException,
-                              SingleBatchCB, run_cbs, with_cbs)
+                              SingleBatchCB, as_cb_list, run_cbs, with_cbs)
 
 # %% auto #0
 __all__ = ['NonFiniteLossError', 'compute_loss', 'Learner', 'TrainCB', 'DeviceCB', 'MetricsCB', 'ProgressCB', 'TrainLearner',
@@ -52,12 +52,14 @@ def compute_loss(loss_func, preds, *targets):
 
 # %% ../nbs/05_learner.ipynb #db4a499b
 class Learner:
-    "Fit `model` on `dls` with `loss_func` and an optimizer from `opt_func`; callbacks in `cbs` do the rest."
+    """Fit `model` on `dls` with `loss_func` and an optimizer from `opt_func`; callbacks in `cbs` do the rest.
+
+    Later lessons add methods with `@patch`: `save`/`load` (05a_checkpoint) and `summary` (10_resnet)."""
     def __init__(self, model, dls=(0,), loss_func=F.mse_loss, lr=0.1, cbs=None, opt_func=torch.optim.SGD):
         self.model, self.dls, self.loss_func, self.lr, self.opt_func = model, dls, loss_func, lr, opt_func
         self.cbs, self._by_order, self.opt, self.epoch, self.iter, self.training = [], None, None, 0, 0, False
-        self.n_epochs, self.start_epoch = 0, 0
-        for cb in _listify(cbs): self.add_cb(cb)
+        self.n_epochs, self.start_epoch, self._watched = 0, 0, []
+        for cb in as_cb_list(cbs): self.add_cb(cb)
 
     def add_cb(self, cb):
         "Attach `cb` to this learner for every later `fit`."
@@ -89,26 +91,15 @@ class Learner:
         if lr is not None and lr < 0: raise ValueError(f"lr must be >= 0, got {lr}")
         if train: _check_dl(self.train_dl, 'training')
         if valid: _check_dl(self.valid_dl, 'validation')
-        cbs = _listify(cbs)
+        cbs = as_cb_list(cbs)
         for cb in cbs: self.add_cb(cb)
-        start, self.start_epoch = self.start_epoch, 0   # set by `load` to resume; used by one fit only
+        start, self.start_epoch = self.start_epoch, 0   # set by `load` (05a) to resume; used by one fit only
         try:
             self.n_epochs, self.epochs, self.do_train, self.do_valid = n_epochs, range(start, n_epochs), train, valid
             if self.opt_func: self.opt = self.opt_func(self.model.parameters(), lr)
             self._fit(train, valid)
         finally:
             for cb in cbs: self.remove_cb(cb)
-
-    def save(self, path, epochs_done=None):
-        "Save a checkpoint (model, optimizer, callback states, RNG states, epochs done) atomically; see `miniai.checkpoint`."
-        from miniai.checkpoint import atomic_save, checkpoint_state  # checkpoint's notebook comes after this one
-        done = self.n_epochs if epochs_done is None else epochs_done
-        return atomic_save(checkpoint_state(self, done), path)
-
-    def load(self, path):
-        "Load a checkpoint saved by `save`; the next `fit(n)` resumes after its epochs. Returns the epochs done."
-        from miniai.checkpoint import load_checkpoint
-        return load_checkpoint(self, path)
 
     @property
     def train_dl(self): return self.dls.train if hasattr(self.dls, 'train') else self.dls[0]
@@ -131,27 +122,47 @@ class Learner:
 
     @with_cbs('epoch')
     def _one_epoch(self):
+        self._watched = []
         for self.iter, self.batch in enumerate(self.dl): self._one_batch()
-
-    nan_guard = True  # stop at the first non-finite loss (set False on an instance to allow it)
+        self._check_losses(at_end=True)   # before `after_epoch` (metrics, checkpoints) sees the phase
 
     @with_cbs('batch')
     def _one_batch(self):
         self.predict();  self.callback('after_predict')
         self.get_loss(); self.callback('after_loss')
-        if self.nan_guard: self._check_loss()
+        if self.nan_guard: self._watch_loss()
         if self.training:
             self.backward(); self.callback('after_backward')
             self.step();     self.callback('after_step')
             self.zero_grad()
 
-    def _check_loss(self):
-        loss = self.loss
-        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
-            raise NonFiniteLossError(
-                f"The loss is {loss.detach().float().mean().item()} at epoch {self.epoch}, batch {self.iter} "
-                f"({'training' if self.training else 'validation'}); training stopped before the weights were "
-                "updated. Try a lower learning rate, or check the data for NaN/Inf. (`learn.nan_guard = False` allows it.)")
+    nan_guard = True       # stop `fit` with `NonFiniteLossError` when a loss is NaN or infinite (False allows it)
+    nan_check_every = 25   # batches between the guard's checks, each one host transfer; also checked at each phase's end
+
+    def _watch_loss(self):
+        "Keep a reference to this batch's loss (no host transfer); check the kept ones every `nan_check_every` batches."
+        loss = getattr(self, 'loss', None)
+        if isinstance(loss, torch.Tensor): self._watched.append((self.iter, loss.detach()))
+        if len(self._watched) >= self.nan_check_every: self._check_losses()
+
+    def _check_losses(self, at_end=False):
+        "Read whether the watched losses were finite in one host transfer; raise `NonFiniteLossError` at the first that was not."
+        watched, self._watched = self._watched, []
+        if not self.nan_guard or not watched: return
+        losses = [l for _, l in watched]
+        finite = (torch.stack(losses).isfinite() if all(l.ndim == 0 for l in losses)
+                  else torch.stack([l.isfinite().all() for l in losses])).tolist()
+        if all(finite): return
+        k = finite.index(False)
+        (i, loss), steps = watched[k], (len(watched) - k - (not at_end) if self.training else 0)
+        raise NonFiniteLossError(
+            f"The loss is {loss.float().mean().item()} at epoch {self.epoch}, batch {i} "
+            f"({'training' if self.training else 'validation'}); "
+            + (f"the optimizer stepped {steps} time(s) since (the guard checks every {self.nan_check_every} batches), so "
+               "the weights in memory may be damaged; checkpoints saved at epoch ends are not. " if steps else
+               "training stopped before the weights were updated. ")
+            + "Try a lower learning rate, or check the data for NaN/Inf. (`learn.nan_guard = False` allows it; "
+              "`learn.nan_check_every = 1` stops at once, at the cost of one host transfer per batch.)")
 
     # The five steps of a batch: events by default, so a callback (TrainCB) or a subclass (TrainLearner) defines them.
     def predict(self):   self.callback('predict')
@@ -160,19 +171,9 @@ class Learner:
     def step(self):      self.callback('step')
     def zero_grad(self): self.callback('zero_grad')
 
-    def summary(self, xb=None):
-        "Table of each module's input/output shapes, parameters and MFLOPs (see `miniai.resnet.summary`)."
-        from miniai.resnet import summary  # resnet's notebook comes later and imports this module
-        return summary(self, xb)
-
     def lr_find(self, gamma=1.3, max_mult=3, start_lr=1e-5, max_epochs=10, plot=True):
         "Run the learning-rate finder (see `lr_find`); the model's weights are restored afterwards."
         return lr_find(self, gamma=gamma, max_mult=max_mult, start_lr=start_lr, max_epochs=max_epochs, plot=plot)
-
-def _listify(o):
-    if o is None: return []
-    if isinstance(o, (list, tuple)): return list(o)
-    return [o]
 
 # %% ../nbs/05_learner.ipynb #81ef6722
 class TrainCB(Callback):
@@ -185,22 +186,47 @@ class TrainCB(Callback):
     def zero_grad(self, learn): learn.opt.zero_grad()
 
 # %% ../nbs/05_learner.ipynb #d1bcfe36
+def _to_device_async(x, device):
+    "`to_device`, except that a CPU tensor bound for CUDA goes through pinned memory with `non_blocking=True`."
+    if isinstance(x, torch.Tensor):
+        if x.device.type == 'cpu' and torch.device(device).type == 'cuda':   # a plain copy would wait for the GPU
+            return x.pin_memory().to(device, non_blocking=True)
+        return x.to(device)
+    if isinstance(x, Mapping): return {k: _to_device_async(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return type(x)(_to_device_async(o, device) for o in x)
+    return x
+
 class DeviceCB(Callback):
-    "Move the model to `device` when fitting starts and each batch to it as it arrives."
+    "Move the model to `device` when fitting starts and each batch to it as it arrives (without waiting for the GPU)."
     def __init__(self, device=def_device): self.device = device
     def before_fit(self, learn):
         if hasattr(learn.model, 'to'): learn.model.to(self.device)
-    def before_batch(self, learn): learn.batch = to_device(learn.batch, device=self.device)
+    def before_batch(self, learn): learn.batch = _to_device_async(learn.batch, self.device)
 
 # %% ../nbs/05_learner.ipynb #f45a1377
+def _to_floats(xs) -> list:
+    "Python floats from 0-d tensors (or numbers), read with one host transfer per device rather than one per value."
+    ts = [x.detach().float().reshape(()) if isinstance(x, torch.Tensor) else torch.tensor(float(x)) for x in xs]
+    out = [0.]*len(ts)
+    for dev in {t.device for t in ts}:
+        idx = [i for i, t in enumerate(ts) if t.device == dev]
+        for i, v in zip(idx, torch.stack([ts[i] for i in idx]).tolist()): out[i] = v
+    return out
+
+def _follow(metric, device):
+    "Move a metric that keeps its state on a fixed device (torcheval's) to `device`; miniai's follow their inputs."
+    d = getattr(metric, 'device', None)
+    if d is not None and hasattr(metric, 'to') and torch.device(d) != device: metric.to(device)
+
 class MetricsCB(Callback):
-    "Track the loss (weighted by batch size) and `metrics` each epoch phase; logs one row per phase and keeps `history`."
+    "Track the loss (weighted by batch size) and `metrics` on the device; each epoch phase, read them once, log a row, keep `history`."
     def __init__(self, *ms, quiet=False, **metrics):
         for o in ms: metrics[type(o).__name__] = o
         self.metrics, self.quiet = metrics, quiet   # quiet: keep the history, print nothing
         self.all_metrics = {**metrics, 'loss': Mean()}
         self.loss = self.all_metrics['loss']
-        self.history = []  # one dict of floats per epoch phase: epoch, phase, metrics, loss, time
+        self.history = []       # one dict of floats per epoch phase: epoch, phase, metrics, loss, time
+        self.logger = self.print_row   # the hook: `logger(row, header)` shows a row; `ProgressCB` swaps in its table
 
     def before_fit(self, learn):
         learn.metrics = self
@@ -211,24 +237,32 @@ class MetricsCB(Callback):
         self._start = time.perf_counter()
 
     def after_batch(self, learn):
-        y = to_cpu(learn.batch[1])   # only the targets: copying the inputs to the CPU would waste a transfer
+        y = learn.batch[1]   # only the targets: the inputs are not needed
         if self.metrics:
-            preds = to_cpu(learn.preds)
-            for m in self.metrics.values(): m.update(preds, y)
-        self.loss.update(to_cpu(learn.loss), weight=len(y))
+            preds = learn.preds.detach() if isinstance(learn.preds, torch.Tensor) else learn.preds
+            for m in self.metrics.values():
+                if isinstance(preds, torch.Tensor): _follow(m, preds.device)
+                m.update(preds, y)
+        self.loss.update(learn.loss, weight=len(y))
 
     def after_epoch(self, learn):
-        values = {k: float(v.compute()) for k, v in self.all_metrics.items()}
+        values = dict(zip(self.all_metrics, _to_floats([m.compute() for m in self.all_metrics.values()])))
         row = {'epoch': learn.epoch, 'phase': 'train' if learn.training else 'valid', **values,
-               'time': time.perf_counter() - self._start}
+               'time': time.perf_counter() - self._start}   # after the read, which waited for the device's work
         self.history.append(row)
         if not self.quiet: self._log({**{k: f'{v:.3f}' for k, v in values.items()}, 'epoch': learn.epoch,
                                       'train': 'train' if learn.training else 'eval'})
 
-    def _log(self, d):
-        "Print `d` as a table row (the header before the first row); `ProgressCB` replaces this while it runs."
-        if not self._header_done: print('  '.join(f'{k:>8}' for k in d)); self._header_done = True
+    @staticmethod
+    def print_row(d, header=False):
+        "The default `logger`: print the values of `d` as a table row, after a row of its keys when `header`."
+        if header: print('  '.join(f'{k:>8}' for k in d))
         print('  '.join(f'{v!s:>8}' for v in d.values()))
+
+    def _log(self, d):
+        "Pass the row `d` (of strings) to `self.logger`, asking for the header before the first row."
+        self.logger(d, header=not self._header_done)
+        self._header_done = True
 
     def state_dict(self): return {'history': list(self.history)}
     def load_state_dict(self, d): self.history = list(d['history'])
@@ -243,44 +277,57 @@ def _live_output() -> bool:
     return IN_NOTEBOOK or (hasattr(sys.stdout, 'isatty') and sys.stdout.isatty())
 
 class ProgressCB(Callback):
-    "fastprogress bars over epochs and batches, the metrics as a table, and (`plot=True`) a live loss plot."
+    "Progress bars with a live loss, the metrics as a table and (`plot=True`) a live loss plot; in a log file, the table only."
     order = MetricsCB.order + 1
-    def __init__(self, plot=False): self.plot = plot
+    def __init__(self, plot=False, refresh=0.5, every=10):
+        self.plot, self.refresh, self.every = plot, refresh, every  # read the loss at most every `every` batches and `refresh` s
 
     def before_fit(self, learn):
+        self.live, self.losses, self.val_losses, self._pending = _live_output(), [], [], []
+        self._metrics, self._epochs, self._logger = getattr(learn, 'metrics', None), learn.epochs, None
+        self._n, self._last = 0, 0.   # batches seen, time of the last read
+        if not self.live: return   # not a notebook or a terminal: no bars (they leave glyphs in a log), MetricsCB prints
         learn.epochs = self.mbar = master_bar(learn.epochs)
-        self.first, self.losses, self.val_losses = True, [], []
-        self._metrics = getattr(learn, 'metrics', None)
-        if self._metrics is not None: self._metrics._log = self._log
+        if self._metrics is not None: self._logger, self._metrics.logger = self._metrics.logger, self._write_row
 
-    def _log(self, d):
-        if self.first:
-            self.mbar.write(list(d), table=True)
-            self.first = False
+    def _write_row(self, d, header=False):
+        "MetricsCB's logger while this callback runs: the row goes into the bar's table."
+        if header: self.mbar.write(list(d), table=True)
         self.mbar.write([str(v) for v in d.values()], table=True)
 
     def before_epoch(self, learn):
-        if _live_output(): learn.dl = progress_bar(learn.dl, leave=False, parent=self.mbar)
+        if self.live: learn.dl = progress_bar(learn.dl, leave=False, parent=self.mbar)
 
     def after_batch(self, learn):
-        if hasattr(learn.dl, 'comment'): learn.dl.comment = f'{learn.loss:.3f}'
-        if self.plot and self._metrics is not None and learn.training:
-            self.losses.append(learn.loss.item())
-            if self.val_losses: self._update_graph(learn)
+        if not self.live: return
+        if learn.training: self._pending.append(torch.as_tensor(learn.loss).detach())   # a reference: nothing is read yet
+        self._n += 1
+        if self._n % self.every or time.perf_counter() - self._last < self.refresh: return
+        self._last = time.perf_counter()
+        if learn.training:
+            self._flush()   # all the losses since the last read, in one host transfer
+            loss = self.losses[-1]
+        else: loss = float(learn.loss)
+        learn.dl.comment = f'{loss:.3f}'
+        if self.plot and learn.training: self._update_graph(learn)
+
+    def _flush(self):
+        if self._pending: self.losses += _to_floats(self._pending); self._pending = []
 
     def after_epoch(self, learn):
-        if not learn.training and self.plot and self._metrics is not None:
-            self.val_losses.append(self._metrics.loss.compute().item())
-            self._update_graph(learn)
+        if not self.live: return
+        if learn.training: self._flush()
+        elif self._metrics is not None: self.val_losses.append(self._metrics.last('valid')['loss'])  # read already
+        if self.plot: self._update_graph(learn)
 
     def _update_graph(self, learn):
         n = len(learn.train_dl)
         self.mbar.update_graph([[list(range(len(self.losses))), self.losses],
                                 [[(i + 1)*n for i in range(len(self.val_losses))], self.val_losses]])
 
-    def cleanup_fit(self, learn):
-        if self._metrics is not None: self._metrics.__dict__.pop('_log', None)  # back to MetricsCB._log
-        learn.epochs = range(learn.n_epochs)
+    def cleanup_fit(self, learn):   # runs even when `fit` stops with an exception: put back what `before_fit` changed
+        if getattr(self, '_logger', None) is not None: self._metrics.logger, self._logger = self._logger, None
+        if getattr(self, '_epochs', None) is not None: learn.epochs, self._epochs = self._epochs, None
 
 # %% ../nbs/05_learner.ipynb #c0456443
 class TrainLearner(Learner):

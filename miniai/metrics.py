@@ -12,40 +12,48 @@ import torch
 __all__ = ['Mean', 'Accuracy']
 
 # %% ../nbs/03_metrics.ipynb #0c19ae89
+def _sum_dtype(device):
+    "float64 sums (exact for any realistic epoch), except on Apple's MPS, which has no float64."
+    return torch.float32 if device.type == 'mps' else torch.float64
+
 class Mean:
-    "Running weighted mean: `update(value, weight=1)` for each batch, then `compute()`."
+    "Running weighted mean: `update(value, weight=1)` for each batch, then `compute()`; the sum stays on the values' device."
     def __init__(self): self.reset()
     def reset(self):
-        self.total, self.weight = torch.tensor(0., dtype=torch.float64), torch.tensor(0., dtype=torch.float64)
+        self.total, self.weight = torch.zeros((), dtype=torch.float64), 0.
         return self
     def update(self, value, weight=1):
-        value = torch.as_tensor(value).detach().to('cpu', torch.float64)
-        if value.ndim == 0 and isinstance(weight, (int, float)):   # the per-batch loss: keep this path cheap
-            self.total += value*weight
-            self.weight += weight
+        value = torch.as_tensor(value).detach()
+        if self.total.device != value.device:   # the first update after `reset`: keep the sum where the values are
+            self.total = self.total.to(value.device, _sum_dtype(value.device))
+        value = value.to(self.total.dtype)
+        if isinstance(weight, (int, float)):     # the per-batch loss: one small kernel, nothing read back to the host
+            self.total += value.sum()*weight
+            self.weight += weight*value.numel()
             return self
-        value, weight = torch.broadcast_tensors(value, torch.as_tensor(weight).detach().to('cpu', torch.float64))
+        value, weight = torch.broadcast_tensors(value, torch.as_tensor(weight).detach().to(value))
         self.total += (value*weight).sum()
-        self.weight += weight.sum()
+        self.weight = self.weight + weight.sum()
         return self
     def compute(self):
-        "The weighted mean so far (NaN before any update)."
-        return (self.total/self.weight).float() if self.weight > 0 else torch.tensor(float('nan'))
+        "The weighted mean so far, a 0-d float32 tensor on the values' device (NaN before any update)."
+        return (self.total/self.weight).float()
 
 # %% ../nbs/03_metrics.ipynb #0109de2c
 class Accuracy:
-    "Fraction of items whose highest-scoring class (`preds.argmax(-1)`) equals the target, over all updates."
+    "Fraction of items whose highest-scoring class (`preds.argmax(-1)`) equals the target; the count stays on the device."
     def __init__(self): self.reset()
     def reset(self):
-        self.correct, self.count = 0, 0
+        self.correct, self.count = torch.zeros((), dtype=torch.long), 0
         return self
     def update(self, preds, targets):
         if preds.shape[:-1] != targets.shape:
             raise ValueError(f"Accuracy expects preds of shape (N, n_classes) and targets (N,), got "
                              f"{tuple(preds.shape)} and {tuple(targets.shape)}")
-        self.correct += (preds.argmax(-1) == targets).sum().item()
-        self.count += targets.numel()
+        hits = (preds.argmax(-1) == targets.to(preds.device)).sum()   # a 0-d tensor where `preds` are: no host transfer
+        self.correct = hits if self.count == 0 else self.correct + hits
+        self.count += targets.numel()                                 # a shape, known on the host
         return self
     def compute(self):
-        "Accuracy so far, as a 0-d tensor (NaN before any update)."
-        return torch.tensor(self.correct/self.count if self.count else float('nan'))
+        "Accuracy so far, a 0-d float32 tensor on the predictions' device (NaN before any update)."
+        return (self.correct.double()/self.count).float() if self.count else torch.tensor(float('nan'))

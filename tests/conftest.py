@@ -7,6 +7,38 @@ os.environ.setdefault('MINIAI_QUICK', '1')
 os.environ.setdefault('MPLBACKEND', 'Agg')
 
 
+# ---- fixtures of the learner/checkpoint/memory/host-sync tests (one block; more fixtures go at the end) ----
+@pytest.fixture(scope='session')
+def fashion_subset():
+    "A factory of real Fashion-MNIST DataLoaders on the first `n_train`/`n_valid` images: `fashion_subset(bs=64, ...)`."
+    from miniai.datasets import fashion_dls
+    def make(bs=64, n_train=640, n_valid=256): return fashion_dls(bs=bs, n_train=n_train, n_valid=n_valid)
+    return make
+
+
+@pytest.fixture(scope='session')
+def tiny_cnn():
+    "A factory of the lessons' simple CNN with BatchNorm, seeded first: `tiny_cnn(seed=0, nfs=(8, 16, 32, 64))`."
+    from miniai.conv import simple_cnn
+    from miniai.datasets import set_seed
+    def make(seed=0, nfs=(8, 16, 32, 64)):
+        set_seed(seed)
+        return simple_cnn(nfs=nfs, norm=True)
+    return make
+
+
+@pytest.fixture(scope='session')
+def tiny_mlp():
+    "A factory of a small seeded MLP for 28x28 images: flatten, 784 -> `nh` -> 10."
+    import torch
+    from torch import nn
+    def make(seed=0, nh=32):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, nh), nn.ReLU(), nn.Linear(nh, 10))
+    return make
+# ---- end of the learner/checkpoint block ----
+
+
 @pytest.fixture(scope='session')
 def fashion_arrays():
     "The real Fashion-MNIST arrays (skips nothing: a missing data set is a test failure with the install hint)."

@@ -30,6 +30,7 @@ RUN = textwrap.dedent('''
     from miniai.conv import simple_cnn
     from miniai.metrics import Accuracy
     from miniai.learner import MomentumLearner, MetricsCB
+    import miniai.checkpoint   # adds Learner.save and Learner.load
     mode, n, ckpt, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     set_seed(0)
     metrics = MetricsCB(accuracy=Accuracy())
@@ -151,3 +152,83 @@ def test_resume_with_miniai_schedulers_is_exact(tmp_path):
     resumed = learner(); resumed.load(tmp_path / 'ck.pth'); resumed.fit(4)
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
+    "A file whose pickle calls `exec` on load (what `weights_only=False` would run) is refused in one line."
+    marker = tmp_path / 'ran.txt'
+    class Payload:
+        def __reduce__(self): return (exec, (f"open({str(marker)!r}, 'w').write('payload ran')",))
+    learn = make_learner()
+    good = learn.save(tmp_path / 'good.pth', epochs_done=0)
+    state = torch.load(good, weights_only=True)
+    state['callbacks']['MetricsCB'] = Payload()          # a well-formed checkpoint otherwise
+    torch.save(state, tmp_path / 'evil.pth')
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    for load in (lambda: learn.load(tmp_path / 'evil.pth'), lambda: read_checkpoint(tmp_path / 'evil.pth')):
+        with pytest.raises(CheckpointError, match=r'evil\.pth: refused: it refers to `exec`.*nothing in it was run') as e:
+            load()
+        assert '\n' not in str(e.value)
+    assert not marker.exists()
+    assert all(torch.equal(v, before[k]) for k, v in learn.model.state_dict().items())
+
+
+def test_old_formats_are_refused_with_a_clear_message(tmp_path):
+    import numpy as np
+    torch.save({'format': 1, 'model': {}, 'epochs_done': 1}, tmp_path / 'v1.pth')
+    with pytest.raises(CheckpointError, match='format 1; this version reads format 2'):
+        read_checkpoint(tmp_path / 'v1.pth')
+    torch.save({'format': 1, 'model': {}, 'rng': {'numpy': np.random.get_state()}}, tmp_path / 'v1np.pth')
+    with pytest.raises(CheckpointError, match=r'refused: .*numpy.*before format 2'):
+        read_checkpoint(tmp_path / 'v1np.pth')
+
+
+def test_rng_states_are_tensors_and_plain_values_and_round_trip(tmp_path):
+    import random
+    import numpy as np
+    from miniai.checkpoint import rng_states, set_rng_states
+    atomic_save(rng_states(), tmp_path / 'rng.pth')
+    a = (random.random(), np.random.rand(), np.random.randn(), torch.rand(2))
+    set_rng_states(torch.load(tmp_path / 'rng.pth', weights_only=True))
+    b = (random.random(), np.random.rand(), np.random.randn(), torch.rand(2))
+    assert a[:3] == b[:3] and torch.equal(a[3], b[3])
+
+
+def test_cuda_rng_state_is_saved_and_restored(tmp_path, monkeypatch):
+    "With CUDA present (patched here), the checkpoint carries every GPU's generator state and `load` puts it back."
+    gpu_states = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'get_rng_state_all', lambda: [s.clone() for s in gpu_states])
+    monkeypatch.setattr(torch.cuda, 'set_rng_state_all', lambda states: restored.append([s.clone() for s in states]))
+    learn = make_learner()
+    learn.fit(1)
+    learn.save(tmp_path / 'ck.pth')
+    saved = read_checkpoint(tmp_path / 'ck.pth')['rng']['cuda']
+    assert len(saved) == 2 and all(torch.equal(a, b) for a, b in zip(saved, gpu_states))
+    resumed = make_learner()
+    resumed.load(tmp_path / 'ck.pth')
+    assert restored == []                                   # restored when the next fit starts, by ResumeCB
+    resumed.fit(2)
+    assert len(restored) == 1 and all(torch.equal(a, b) for a, b in zip(restored[0], gpu_states))
+
+
+def test_deterministic_training_sets_and_restores_everything(monkeypatch):
+    from miniai.checkpoint import deterministic_training
+    cudnn = torch.backends.cudnn
+    def settings():
+        return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                cudnn.deterministic, cudnn.benchmark, os.environ.get('CUBLAS_WORKSPACE_CONFIG'))
+    for env in (None, ':16:8'):
+        if env is None: monkeypatch.delenv('CUBLAS_WORKSPACE_CONFIG', raising=False)
+        else: monkeypatch.setenv('CUBLAS_WORKSPACE_CONFIG', env)
+        monkeypatch.setattr(cudnn, 'benchmark', True)
+        before = settings()
+        with deterministic_training():
+            assert settings() == (True, True, True, False, env or ':4096:8')
+        assert settings() == before
+        with pytest.raises(RuntimeError, match='inside'):
+            with deterministic_training(warn_only=False):
+                assert settings()[:2] == (True, False)
+                raise RuntimeError('inside')
+        assert settings() == before

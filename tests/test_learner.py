@@ -10,8 +10,8 @@ from miniai.callbacks import (Callback, CancelBatchException, CancelEpochExcepti
                               run_cbs)
 from miniai.conv import simple_cnn
 from miniai.datasets import DataLoaders, fashion_dls, set_seed, tensor_dl
-from miniai.learner import (DeviceCB, Learner, LRFinderCB, MetricsCB, MomentumLearner, ProgressCB, TrainCB,
-                            TrainLearner, lr_find)
+from miniai.learner import (DeviceCB, Learner, LRFinderCB, MetricsCB, MomentumLearner, NonFiniteLossError, ProgressCB,
+                            TrainCB, TrainLearner, lr_find)
 from miniai.metrics import Accuracy, Mean
 
 
@@ -113,7 +113,7 @@ def test_keyboard_interrupt_leaves_learner_usable():
     with pytest.raises(KeyboardInterrupt):
         learn.fit(2, cbs=CtrlC())
     assert not any(isinstance(c, CtrlC) for c in learn.cbs)
-    assert '_log' not in learn.metrics.__dict__    # ProgressCB put MetricsCB's logger back
+    assert learn.metrics.logger == MetricsCB.print_row    # ProgressCB put MetricsCB's logger back
     learn.fit(1)
     assert learn.model(torch.zeros(1, 3)).shape == (1, 2)
 
@@ -250,7 +250,22 @@ def test_lr_find_restores_weights_and_suggests():
     assert cb.lrs[1] == pytest.approx(cb.lrs[0]*1.3)
     assert cb.lrs[0] == pytest.approx(1e-5)
     assert lr == pytest.approx(cb.lrs[cb.losses.index(min(cb.losses))]/10)
-    assert lr_find is not None
+
+
+def test_lr_find_on_real_data_suggests_an_lr_that_trains(fashion_subset, tiny_cnn):
+    "On Fashion-MNIST the suggestion is a usual SGD learning rate, and one epoch at it beats one at 100x less."
+    dls = fashion_subset(bs=64, n_train=1280, n_valid=512)
+    learn = MomentumLearner(tiny_cnn(), dls, F.cross_entropy, cbs=[MetricsCB(quiet=True)])
+    before = copy.deepcopy(learn.model.state_dict())
+    lr = lr_find(learn, gamma=1.2, plot=False)
+    assert all(torch.equal(v, before[k]) for k, v in learn.model.state_dict().items())   # weights and BN stats back
+    assert 1e-3 <= lr <= 1, lr
+    losses = {}
+    for name, l in [('suggested', lr), ('too small', lr/100)]:
+        learn.model.load_state_dict(before)
+        learn.fit(1, lr=l)
+        losses[name] = learn.metrics.last('valid')['loss']
+    assert losses['suggested'] < losses['too small'] - 0.2, losses
 
 
 def test_lr_find_restores_weights_even_on_error():
@@ -265,15 +280,36 @@ def test_lr_find_restores_weights_even_on_error():
     assert all(torch.equal(v, before[k]) for k, v in learn.model.state_dict().items())
 
 
-def test_device_cb_moves_batches():
+def test_device_cb_moves_model_and_batches():
+    "DeviceCB('meta') moves to a device the data is not on: the callbacks after it see meta tensors, the model too."
     seen = []
     class Where(Callback):
         order = DeviceCB.order + 1
-        def before_batch(self, learn): seen.append(learn.batch[0].device.type)
-    toy_learner([DeviceCB('cpu'), Where()]).fit(1)
-    assert set(seen) == {'cpu'}
+        def before_batch(self, learn): seen.append((learn.batch[0].device.type, learn.batch[1].device.type))
+        def after_predict(self, learn): seen.append(learn.preds.device.type)
+    learn = toy_learner([DeviceCB('meta'), Where()])
+    learn.nan_guard = False   # a meta tensor has no value to check
+    assert next(iter(learn.train_dl))[0].device.type == 'cpu'   # the data itself is on the CPU
+    learn.fit(1, cbs=SingleBatchCB())
+    assert seen == [('meta', 'meta'), 'meta']
+    assert {p.device.type for p in learn.model.parameters()} == {'meta'}
 
 
+def test_device_cb_copies_to_cuda_through_pinned_memory(monkeypatch):
+    "CPU -> CUDA copies go through pinned memory with non_blocking=True (a plain copy waits for the GPU)."
+    from miniai.learner import _to_device_async
+    calls = []
+    class Fake(torch.Tensor):
+        def pin_memory(self): calls.append('pin'); return self
+        def to(self, *args, **kwargs): calls.append((args, kwargs)); return self
+    x = torch.zeros(2).as_subclass(Fake)
+    _to_device_async({'x': [x]}, 'cuda')
+    assert calls == ['pin', (('cuda',), {'non_blocking': True})]
+    calls.clear(); _to_device_async((x,), 'cpu')
+    assert calls == [(('cpu',), {})]
+
+
+@pytest.mark.slow
 def test_simple_cnn_with_batchnorm_reaches_086_in_two_epochs():
     "Real data, full training set: the lesson's CNN with BatchNorm, 2 epochs."
     set_seed(42)
@@ -284,3 +320,73 @@ def test_simple_cnn_with_batchnorm_reaches_086_in_two_epochs():
     acc = metrics.last('valid')['accuracy']
     print(f"simple CNN + BatchNorm, 2 epochs: test accuracy {acc:.4f}")
     assert acc >= 0.86
+
+
+def test_callbacks_in_any_iterable(fashion_subset):
+    "A fastcore `L`, a tuple, a generator, a nested list or one callback: the same events, as the course writes them."
+    from fastcore.foundation import L
+    def events(make_cbs, fit_cbs):
+        rec = Recorder()
+        learn = Learner(nn.Linear(3, 2), toy_dls(), F.cross_entropy, lr=0.1, cbs=make_cbs(rec))
+        learn.fit(1, cbs=fit_cbs)
+        assert not any(isinstance(c, SingleBatchCB) for c in learn.cbs)   # fit's callbacks are removed again
+        return rec.log
+    want = events(lambda r: [TrainCB(), r], [SingleBatchCB()])
+    assert events(lambda r: L([TrainCB()]) + L([r]), [SingleBatchCB()] + L([])) == want
+    assert events(lambda r: (TrainCB(), r), (SingleBatchCB(),)) == want
+    assert events(lambda r: (cb for cb in [TrainCB(), r]), (cb for cb in [SingleBatchCB()])) == want
+    assert events(lambda r: [TrainCB(), [r]], SingleBatchCB()) == want
+    with pytest.raises(TypeError, match=r'write TrainCB\(\)'):
+        Learner(nn.Linear(3, 2), toy_dls(), cbs=[TrainCB])
+    with pytest.raises(TypeError, match='not a callback'):
+        toy_learner().fit(1, cbs=['oops'])
+
+
+def test_metrics_logger_hook_and_progress_restores_it(monkeypatch):
+    "MetricsCB shows each row through `logger`; ProgressCB swaps in its table and puts the old one back, even on error."
+    import miniai.learner
+    rows = []
+    m = MetricsCB(accuracy=Accuracy())
+    m.logger = lambda d, header=False: rows.append((header, dict(d)))
+    toy_learner([m]).fit(2)
+    assert [h for h, _ in rows] == [True, False, False, False]
+    assert list(rows[0][1]) == ['accuracy', 'loss', 'epoch', 'train'] and rows[1][1]['train'] == 'eval'
+    mine = m.logger
+    monkeypatch.setattr(miniai.learner, '_live_output', lambda: True)
+    class Boom(Callback):
+        order = 100
+        def after_epoch(self, learn):
+            assert learn.metrics.logger != mine   # ProgressCB's own while it runs
+            raise RuntimeError('boom')
+    learn = toy_learner([m, ProgressCB()])
+    with pytest.raises(RuntimeError, match='boom'): learn.fit(1, cbs=Boom())
+    assert m.logger is mine and isinstance(learn.epochs, range)
+
+
+def test_progress_output_in_a_log_file_is_just_the_table(capsys):
+    "Not a terminal, not a notebook (e.g. `miniai train > log`): no bar glyphs or carriage returns, only the table."
+    learn = toy_learner([MetricsCB(accuracy=Accuracy()), ProgressCB(plot=True)])
+    learn.fit(2)
+    out = capsys.readouterr().out
+    assert not set(out) & set('\r\x1b█▉▊▋▌▍▎▏') and '|' not in out, repr(out[:200])
+    lines = out.splitlines()
+    assert lines[0].split() == ['accuracy', 'loss', 'epoch', 'train'] and len(lines) == 5
+    assert [l.split()[-1] for l in lines[1:]] == ['train', 'eval', 'train', 'eval']
+
+
+def test_nan_guard_without_per_batch_reads():
+    "The guard reads the kept losses every `nan_check_every` batches; with 1 it stops before the bad step."
+    class Poison(Callback):
+        def after_predict(self, learn):
+            if learn.training and learn.iter == 3: learn.preds = learn.preds*float('nan')
+    for every, stepped in [(25, True), (1, False)]:
+        learn = toy_learner([Poison()], n_train=40)   # 10 batches of 4
+        learn.nan_check_every = every
+        with pytest.raises(NonFiniteLossError, match=r'epoch 0, batch 3 \(training\)') as e:
+            learn.fit(1)
+        assert ('the optimizer stepped 7 time(s)' in str(e.value)) == stepped, str(e.value)
+        assert ('before the weights were updated' in str(e.value)) != stepped
+        assert torch.isfinite(learn.model.weight).all() != stepped
+    learn = toy_learner([Poison()], n_train=40)
+    learn.nan_guard = False
+    learn.fit(1)   # allowed

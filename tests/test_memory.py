@@ -7,8 +7,6 @@ from torch import nn
 
 from miniai.activations import ActivationStats
 from miniai.callbacks import Callback
-from miniai.conv import simple_cnn
-from miniai.datasets import fashion_dls, set_seed
 from miniai.learner import DeviceCB, MetricsCB, MomentumLearner
 from miniai.metrics import Accuracy
 
@@ -26,12 +24,10 @@ class RSSLog(Callback):
             self.rss.append(rss_bytes())
 
 
-def test_rss_flat_from_epoch_2_to_10():
-    set_seed(0)
-    torch.set_num_threads(torch.get_num_threads())
-    dls = fashion_dls(bs=64, n_train=1024, n_valid=512)
+def test_rss_flat_from_epoch_2_to_10(fashion_subset, tiny_cnn):
+    dls = fashion_subset(bs=64, n_train=1024, n_valid=512)
     log = RSSLog()
-    learn = MomentumLearner(simple_cnn(norm=True), dls, F.cross_entropy, lr=0.1,
+    learn = MomentumLearner(tiny_cnn(seed=0), dls, F.cross_entropy, lr=0.1,
                             cbs=[DeviceCB(), MetricsCB(accuracy=Accuracy()),
                                  ActivationStats(lambda m: isinstance(m, nn.Conv2d)), log])
     learn.fit(10)
