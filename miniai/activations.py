@@ -94,9 +94,10 @@ def _mod_filter(f):
     raise TypeError(f"mod_filter must be a function module -> bool or a module class (or tuple of them), got {f!r}")
 
 class HooksCallback(Callback):
-    "Hook the modules chosen by `mod_filter` (or `mods`) with `hookfunc` for one fit; training batches only unless asked."
+    "Hook the modules chosen by `mod_filter` (or `mods`) with `hookfunc` for one fit; training batches unless asked."
     def __init__(self, hookfunc, mod_filter=None, on_train=True, on_valid=False, mods=None):
-        self.hookfunc, self.mod_filter, self.on_train, self.on_valid, self.mods = hookfunc, _mod_filter(mod_filter), on_train, on_valid, mods
+        self.hookfunc, self.mod_filter, self.mods = hookfunc, _mod_filter(mod_filter), mods
+        self.on_train, self.on_valid = on_train, on_valid
         self.hooks = Hooks([], hookfunc)
 
     def before_fit(self, learn):

@@ -35,7 +35,7 @@ def _norm_exts(extensions) -> set:
     return {e.lower() if e.startswith('.') else '.' + e.lower() for e in setify(extensions)}
 
 def _scan(p, exts):
-    "Sorted (files, folders) directly in `p`: hidden entries and symlinked folders are skipped, files filtered by `exts`."
+    "Sorted (files, folders) directly in `p`: hidden entries and symlinked folders skipped, files filtered by `exts`."
     files, dirs = [], []
     with os.scandir(p) as it:
         for e in it:
@@ -46,7 +46,7 @@ def _scan(p, exts):
     return sorted(files), sorted(dirs)
 
 def get_files(path, extensions=None, recurse=False, include=None) -> list:
-    "The files in `path` (sub-folders too if `recurse`, only `include`d ones at the top) with a suffix in `extensions`, sorted."
+    "The sorted files in `path` (sub-folders if `recurse`; `include`d ones at the top) with a suffix in `extensions`."
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"get_files: {path} is not a folder (does it exist?)")
     exts, include = _norm_exts(extensions), setify(include)
@@ -92,7 +92,8 @@ _BYTE_MODES = ('L', 'LA', 'RGB', 'RGBA', 'CMYK', 'YCbCr')
 def to_byte_tensor(im):
     "A PIL image as a `uint8` tensor `(C, H, W)`."
     if im.mode not in _BYTE_MODES:
-        raise ValueError(f"to_byte_tensor: images of mode {im.mode!r} are not 8-bit channels; add make_rgb or make_gray first.")
+        raise ValueError(f"to_byte_tensor: images of mode {im.mode!r} are not 8-bit channels; "
+                         "add make_rgb or make_gray first.")
     a = np.array(im, dtype=np.uint8)   # (H, W) or (H, W, C), a copy we own
     if a.ndim == 2: a = a[:, :, None]
     return torch.from_numpy(a).permute(2, 0, 1).contiguous()   # (C, H, W)
@@ -157,15 +158,15 @@ class ImageReadError(ValueError):
     "A file that should be an image could not be decoded."
 
 def open_image(fn):
-    "Open and decode the image file `fn` with PIL; a file that is not a readable image raises `ImageReadError` naming it."
+    "Open and decode the image file `fn` with PIL; a file that is not a readable image raises `ImageReadError`."
     try:
         with Image.open(fn) as im:
             im.load()
             return im
     except FileNotFoundError: raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"{fn}: not a readable image ({type(e).__name__}: {e}). Delete or fix it, or build the list "
-                             "with ImageList.from_files(..., skip_corrupt=True) to skip such files.") from None
+        raise ImageReadError(f"{fn}: not a readable image ({type(e).__name__}: {e}). Delete or fix it, or build "
+                             "the list with ImageList.from_files(..., skip_corrupt=True) to skip such files.") from None
 
 def _check_batch(fns):
     "For each file: does it decode?"
@@ -187,7 +188,7 @@ class ImageList(ItemList):
     @classmethod
     def from_files(cls, path, extensions=image_extensions, recurse=True, include=None, tfms=None,
                    skip_corrupt=False, num_workers=0):
-        "The images under `path` (see `get_files`); with `skip_corrupt`, files that fail to decode are dropped and counted."
+        "The images under `path` (see `get_files`); with `skip_corrupt`, files that fail to decode are dropped."
         path = Path(path)
         files = get_files(path, extensions, recurse, include)
         if not files: raise ValueError(_no_images_msg(path, extensions, recurse))
@@ -197,7 +198,7 @@ class ImageList(ItemList):
     def get(self, fn): return open_image(fn)
 
     def drop_corrupt(self, num_workers=0):
-        "A copy without the files that fail to decode (each file is decoded once), warning how many; they go in `.skipped`."
+        "A copy without the files that fail to decode (each decoded once), warning how many; they go in `.skipped`."
         dl = DataLoader(self.items, batch_size=256, num_workers=num_workers, collate_fn=_check_batch)
         ok = [k for b in dl for k in b]
         res = self.new([o for o, k in zip(self.items, ok) if k])
@@ -205,7 +206,8 @@ class ImageList(ItemList):
         if not res.items: raise ValueError(f"None of the {len(self)} files under {self.path} is a readable image.")
         if res.skipped:
             names = ', '.join(self._show(o) for o in res.skipped[:5]) + (' ...' if len(res.skipped) > 5 else '')
-            warnings.warn(f"Skipped {len(res.skipped)} of {len(self)} files under {self.path} that are not readable images: {names}")
+            warnings.warn(f"Skipped {len(res.skipped)} of {len(self)} files under {self.path} that are not readable "
+                          f"images: {names}")
         return res
 
 # %% ../nbs/09_datablock.ipynb #459d135a
@@ -220,7 +222,7 @@ def split_by_func(items, f):
     return [o for o, m in zip(items, mask) if m is False], [o for o, m in zip(items, mask) if m is True]
 
 def random_splitter(n, p_valid=0.2, seed=42):
-    "A boolean mask of length `n` with `round(n*p_valid)` True (valid) at random positions, from a generator seeded by `seed`."
+    "A boolean mask of length `n`, `round(n*p_valid)` of them True (valid) at random positions drawn with `seed`."
     if not 0 <= p_valid <= 1: raise ValueError(f"p_valid must be between 0 and 1, got {p_valid}")
     mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:round(n*p_valid)]] = True
@@ -244,7 +246,8 @@ class SplitData:
         train, valid = split_by_func(il.items, f)
         hint = ''
         if (not train or not valid) and il.items and isinstance(il.items[0], Path):  # say what the folders are called
-            hint = f" Grandparent folders found: {dict(Counter(o.parent.parent.name for o in il.items).most_common(8))}."
+            found = Counter(o.parent.parent.name for o in il.items).most_common(8)
+            hint = f" Grandparent folders found: {dict(found)}."
         return cls(il.new(train), il.new(valid), hint=hint)
 
     @classmethod
@@ -261,7 +264,7 @@ class SplitData:
                          LabeledData.label_by_func(self.valid, f, proc_x, proc_y))
 
     def to_dls(self, bs=64, num_workers=None, c_in=None, c_out=None, **kwargs):
-        "`DataLoaders` (shuffled training, validation with `2*bs`) decoding in `num_workers` processes; sets `c_in`, `c_out`, `vocab`."
+        "`DataLoaders` (valid batches of `2*bs`, decoded in `num_workers` processes); sets `c_in`, `c_out` and `vocab`."
         if num_workers is None: num_workers = default_workers()
         dls = DataLoaders(DataLoader(self.train, batch_size=bs, shuffle=True, num_workers=num_workers, **kwargs),
                           DataLoader(self.valid, batch_size=bs*2, num_workers=num_workers, **kwargs))
@@ -303,7 +306,9 @@ class CategoryProcessor:
             except TypeError: self.vocab = list(dict.fromkeys(items))
             self.otoi = {v: i for i, v in enumerate(self.vocab)}
         unknown = [o for o in dict.fromkeys(items) if o not in self.otoi]
-        if unknown: raise ValueError(f"label(s) {unknown[:5]} are not in the vocab built from the training set: {self.vocab[:20]}")
+        if unknown:
+            raise ValueError(f"label(s) {unknown[:5]} are not in the vocab built from the training set: "
+                             f"{self.vocab[:20]}")
         return [self.otoi[o] for o in items]
     def deprocess(self, idxs): "The labels of the ints `idxs`."; return [self.vocab[int(i)] for i in idxs]
 
@@ -314,7 +319,9 @@ class LabeledData(torch.utils.data.Dataset):
     def _process(self, il, proc): return il.new(compose(il.items, proc))
     def __len__(self): return len(self.x)
     def __getitem__(self, i): return self.x[i], self.y[i]
-    def obj(self, idxs): "The labels (as strings) of the items at `idxs`."; return self.proc_y.deprocess(self.y._select(idxs))
+    def obj(self, idxs):
+        "The labels (as strings) of the items at `idxs`."
+        return self.proc_y.deprocess(self.y._select(idxs))
 
     @classmethod
     def label_by_func(cls, il, f, proc_x=None, proc_y=None):
@@ -325,4 +332,5 @@ class LabeledData(torch.utils.data.Dataset):
 
     def __repr__(self):
         ys = self.obj(range(min(5, len(self)))) if self.proc_y is not None else self.y.items[:5]
-        return f"{type(self).__name__}\nx: {self.x}\ny: {type(self.y).__name__} ({len(self.y):,} items) {ys}{' ...' if len(self) > 5 else ''}"
+        more = ' ...' if len(self) > 5 else ''
+        return f"{type(self).__name__}\nx: {self.x}\ny: {type(self.y).__name__} ({len(self.y):,} items) {ys}{more}"

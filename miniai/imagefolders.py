@@ -33,7 +33,7 @@ def _fashion_items(n_per_class):
             for i in np.flatnonzero(y == c)[:n_per_class]: yield split, folder, int(i), x[i]
 
 def write_fashion_pngs(dest=None, n_per_class=None, force=False) -> Path:
-    "Fashion-MNIST as `dest/{train,val}/<class>/<index>.png` (first `n_per_class` per class and split); reused if present."
+    "Fashion-MNIST as `dest/{train,val}/<class>/<index>.png` (first `n_per_class` per class and split); kept if there."
     if dest is None: dest = cache_dir()/('fashion_png' if n_per_class is None else f'fashion_png_{n_per_class}')
     def write(tmp):
         for split, folder, i, x in _fashion_items(n_per_class):
@@ -51,7 +51,7 @@ def _tinted(x, rng, min_size, max_size):
     return Image.fromarray(rgb.round().astype(np.uint8), 'RGB')
 
 def write_tinted_pngs(dest=None, n_per_class=50, seed=0, min_size=32, max_size=96, force=False) -> Path:
-    "Colour, variable-size crops of real Fashion-MNIST images as an Imagenette-like tree of PNG and JPEG files in several modes."
+    "Colour, variable-size crops of real Fashion-MNIST images as an Imagenette-like tree of PNG and JPEG files."
     if dest is None: dest = cache_dir()/f'fashion_tinted_{n_per_class}_{seed}_{min_size}_{max_size}'
     def write(tmp):
         rng = np.random.default_rng(seed)
@@ -71,15 +71,17 @@ def check_class_folders(path, splits=('train', 'val'), extensions=image_extensio
     if not path.is_dir(): raise FileNotFoundError(f"{path} is not a folder (does it exist?)")
     found = sorted(o.name for o in path.iterdir() if o.is_dir() and not o.name.startswith('.'))
     missing = [s for s in splits if s not in found]
-    if missing: raise ValueError(f"{path} has no {' or '.join(missing)} folder: expected {path}/<split>/<class>/<image> "
+    if missing: raise ValueError(f"{path} has no {' or '.join(missing)} folder: expected "
+                                 f"{path}/<split>/<class>/<image> "
                                  f"with splits {list(splits)}, found folders {found}.")
     empty = [d for s in splits for d in sorted((path/s).iterdir())
              if d.is_dir() and not d.name.startswith('.') and not get_files(d, extensions, recurse=True)]
-    if empty: raise ValueError(f"Class folder(s) with no images: {', '.join(map(str, empty))}. Add images or remove them.")
+    if empty:
+        raise ValueError(f"Class folder(s) with no images: {', '.join(map(str, empty))}. Add images or remove them.")
 
 def image_folder_dls(path, size=None, mode='RGB', bs=64, train_name='train', valid_name='val', stats=None,
                      vocab=None, num_workers=None, skip_corrupt=False, **kwargs):
-    "`DataLoaders` over `path/{train_name,valid_name}/<class>/<image>`: converted to `mode`, resized to `size`, normalised with `stats`."
+    "`DataLoaders` over `path/{train_name,valid_name}/<class>/<image>`, in `mode`, resized to `size`, normed by `stats`."
     check_class_folders(path, (train_name, valid_name))
     tfms = [make_rgb if mode == 'RGB' else make_gray, to_byte_tensor, to_float_tensor]
     if size is not None: tfms.append(ResizeFixed(size))

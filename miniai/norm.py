@@ -22,7 +22,8 @@ class LayerNorm(nn.Module):
         self.add  = nn.Parameter(torch.tensor(0.))
 
     def forward(self, x):
-        if x.dim() < 2: raise ValueError(f"LayerNorm expects a batch of shape (N, ...) with 2+ dims, got shape {tuple(x.shape)}")
+        if x.dim() < 2:
+            raise ValueError(f"LayerNorm expects a batch of shape (N, ...) with 2+ dims, got shape {tuple(x.shape)}")
         dims = tuple(range(1, x.dim()))                    # all but the batch dim
         m = x.mean(dims, keepdim=True)
         v = x.var(dims, keepdim=True, unbiased=False)
@@ -42,11 +43,12 @@ class BatchNorm(nn.Module):
 
     def _check(self, x):
         if x.dim() < 2 or x.shape[1] != self.nf:
-            raise ValueError(f"BatchNorm({self.nf}) expects input of shape (N, {self.nf}, ...) with the channels in dim 1, "
+            raise ValueError(f"BatchNorm({self.nf}) expects input of shape (N, {self.nf}, ...), the channels in dim 1, "
                              f"got shape {tuple(x.shape)}")
         n = x.numel() // self.nf
         if self.training and n < 2:
-            raise ValueError(f"BatchNorm needs more than 1 value per channel in training, got input of shape {tuple(x.shape)} "
+            raise ValueError(f"BatchNorm needs more than 1 value per channel in training, got input of shape "
+                             f"{tuple(x.shape)} "
                              "(a batch of 1 without spatial dims): use a larger batch, or LayerNorm/GroupNorm")
         return n
 

@@ -292,3 +292,32 @@ def test_site_in_browser(served, browser):
     shot = ARTIFACTS / "05_learner.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     print(f"\ndocs: {len(seen)} pages checked in Chromium in {time.time() - t0:.1f}s; screenshot: {shot}")
+
+
+CODE_WIDTH_WINDOW, CODE_MAX_LINE = (1400, 1000), 120
+
+
+def test_lesson_code_fits_without_scrolling(served, browser):
+    "At a 1400 px window, every lesson code cell whose lines are at most 120 characters shows them without scrolling."
+    browser.set_window_size(*CODE_WIDTH_WINDOW)
+    try:
+        problems, longest_fitting, too_long = [], 0, []
+        for page in _lesson_images():
+            browser.get(f"{served}{page}/")
+            blocks = browser.execute_script("""
+                return Array.from(document.querySelectorAll('article .jp-InputArea pre')).map(p => ({
+                  longest: Math.max(...p.textContent.split('\\n').map(l => l.length)),
+                  scroll: p.scrollWidth, client: p.clientWidth, start: p.textContent.slice(0, 50)}));""")
+            assert blocks, f"{page}: no code cells found (has the notebook theme's markup changed?)"
+            for b in blocks:
+                if b["longest"] > CODE_MAX_LINE: too_long.append(f"{page}: {b['longest']} chars ({b['start']!r})"); continue
+                if b["scroll"] > b["client"]:
+                    problems.append(f"{page}: a code cell with {b['longest']}-character lines scrolls sideways "
+                                    f"({b['scroll']} px of text in {b['client']} px): {b['start']!r}")
+                else: longest_fitting = max(longest_fitting, b["longest"])
+        assert not problems, "\n".join(problems)
+        assert longest_fitting >= 110, f"the check saw no long line that fits (longest {longest_fitting})"
+        if too_long: print(f"\ndocs: {len(too_long)} code cells have lines over {CODE_MAX_LINE} characters (may scroll):\n  "
+                           + "\n  ".join(too_long))
+    finally:
+        browser.set_window_size(1280, 1000)
