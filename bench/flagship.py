@@ -2,9 +2,9 @@
 print one RESULT json line (test accuracy, with TTA, training seconds, seconds per epoch, MFLOPs per image).
 
     python bench/flagship.py '{"nfs": [16, 32, 64, 128], "epochs": 5}' [--threads 1] [--log runs.jsonl]
-    python bench/flagship.py --record 20 '{"seed": 1}'      # an accuracy-record recipe (miniai.augment.RECORDS)
+    python bench/flagship.py --record 20 '{"seed": 1}'      # an accuracy-record recipe (miniai.recipes.RECORDS)
 
-Keys (defaults = the flagship, `miniai.augment.FLAGSHIP`): nfs, ks0, stem, stride0, depth, head, epochs, bs, lr, wd,
+Keys (defaults = the flagship, `miniai.recipes.FLAGSHIP`, built in the augmentation lesson): nfs, ks0, stem, stride0, depth, head, epochs, bs, lr, wd,
 label_smoothing, pad (random-crop padding, 0 = none), flip (bool), erase (rand_erase pct, 0 = none), erase_max,
 amp (bf16 autocast on CPU / fp16 on CUDA), cl (channels-last memory format), opt ('adamw' or 'sgd': Nesterov
 momentum 0.9), ema (EMA decay of the weights, 0 = none), zero_bn (start each ResBlock as an identity: `zero_bn`),
@@ -20,11 +20,12 @@ from miniai.datasets import fashion_dls, set_seed
 from miniai.learner import Learner, TrainCB, DeviceCB, MetricsCB
 from miniai.metrics import Accuracy
 from miniai.resnet import resnet, summary, zero_bn
-from miniai.augment import FLAGSHIP, RECORDS, RandCrop, RandFlip, RandErase, aug_cb, capture_preds, accuracy
+from miniai.augment import RandCrop, RandFlip, RandErase, aug_cb, hflip, tta_preds, accuracy
+from miniai.recipes import FLAGSHIP, RECORDS
+from miniai.sched import OneCycleCB
 from miniai.averaging import EMACB
 from miniai.accel import MixedPrecision, ChannelsLastCB, matmul_small_convs, resolve_precision
 from miniai.conv import def_device
-from miniai.train import OneCycleCB
 from miniai.callbacks import Callback
 
 
@@ -49,23 +50,13 @@ def _shift(x, dy, dx):
     return xp[..., p - dy:p - dy + H, p - dx:p - dx + W]
 
 
-class _Fn(nn.Module):
-    def __init__(self, f): super().__init__(); self.f = f
-    def forward(self, x): return self.f(x)
-
-
 def _tta(learn, shift):
     "Accuracy of softmax predictions averaged over flips (`tta_acc`) and, if `shift`, also ±`shift`-pixel moves."
-    def probs(f):
-        p, t = capture_preds(learn, cbs=[aug_cb(_Fn(f), on_val=True)])
-        return torch.softmax(p.float(), -1), t
-    p0, t = probs(lambda x: x)
-    pf, _ = probs(lambda x: x.flip(-1))
-    out = {'tta_acc': round(accuracy((p0 + pf) / 2, t), 4)}
-    if shift:
-        ps = [p0, pf] + [probs(lambda x, d=d, fl=fl: _shift(x.flip(-1) if fl else x, *d))[0]
-                         for d in ((0, shift), (0, -shift), (shift, 0), (-shift, 0)) for fl in (False, True)]
-        out['tta10_acc'] = round(accuracy(torch.stack(ps).mean(0), t), 4)
+    moves = [partial(lambda x, d, fl: _shift(x.flip(-1) if fl else x, *d), d=d, fl=fl)
+             for d in ((0, shift), (0, -shift), (shift, 0), (-shift, 0)) for fl in (False, True)] if shift else []
+    _, t, views = tta_preds(learn, tfms=[hflip, *moves], keep_views=True)   # views: plain, flipped, then the moves
+    out = {'tta_acc': round(accuracy(views[:2].mean(0), t), 4)}
+    if shift: out['tta10_acc'] = round(accuracy(views.mean(0), t), 4)
     return out
 
 
@@ -103,7 +94,7 @@ def main():
            ([RandErase(pct=cfg['erase'], max_num=cfg['erase_max'])] if cfg['erase'] else [])
     s = summary(model, next(iter(dls.valid))[0][:2])
     metrics = MetricsCB(accuracy=Accuracy())
-    cbs = [MixedPrecision() if cfg['amp'] else TrainCB(), DeviceCB(), metrics, OneCycleCB(cfg['lr'], cfg['pct_start']), EpochTimer()]
+    cbs = [MixedPrecision() if cfg['amp'] else TrainCB(), DeviceCB(), metrics, OneCycleCB(cfg['lr'], pct_start=cfg['pct_start']), EpochTimer()]
     if cfg['cl']: cbs.append(ChannelsLastCB())
     if tfms: cbs.append(aug_cb(*tfms))
     if cfg['ema']: cbs.append(EMACB(cfg['ema']))

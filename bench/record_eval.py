@@ -15,7 +15,7 @@ from miniai.datasets import fashion_dls
 from miniai.learner import Learner, DeviceCB, MetricsCB
 from miniai.metrics import Accuracy
 from miniai.resnet import summary
-from miniai.augment import record_model
+from miniai.recipes import record_model
 from miniai.accel import precision_cbs, matmul_small_convs
 from flagship import config, _tta
 

@@ -18,13 +18,17 @@ from .callbacks import Callback
 from .conv import to_cpu
 from .datasets import show_images
 from .init import BatchTransformCB
-from .resnet import resnet, fit_report
+from .resnet import resnet, fit_report, summary
 
 # %% auto #0
-__all__ = ['FLAGSHIP', 'RECORDS', 'check_batch', 'rand_flip', 'rand_crop', 'rand_resized_crop', 'rand_erase', 'rand_copy',
-           'RandFlip', 'RandCrop', 'RandResizedCrop', 'RandErase', 'RandCopy', 'tfm_batch', 'aug_cb',
-           'show_image_batch', 'Dropout', 'Dropout2d', 'CapturePreds', 'capture_preds', 'tta_preds', 'ensemble_preds',
-           'accuracy', 'flagship_model', 'flagship_tfms', 'fit_flagship', 'record_model']
+__all__ = ['FLAGSHIP', 'check_batch', 'rand_flip', 'rand_crop', 'rand_resized_crop', 'rand_erase', 'rand_copy', 'RandFlip',
+           'RandCrop', 'RandResizedCrop', 'RandErase', 'RandCopy', 'tfm_batch', 'aug_cb', 'show_image_batch', 'Dropout',
+           'Dropout2d', 'CapturePreds', 'capture_preds', 'hflip', 'tta_preds', 'ensemble_preds', 'accuracy',
+           'flagship_model', 'flagship_tfms', 'fit_flagship', 'summary']
+
+# %% ../nbs/11_augment.ipynb #3f9e5646
+# re-exported: the course's `from miniai.augment import *` provides `summary` (here it is `10_resnet`'s)
+_all_ = ['summary']
 
 # %% ../nbs/11_augment.ipynb #e5b9f6c7
 def check_batch(x):
@@ -205,11 +209,20 @@ def capture_preds(learn, cbs=()):
 
 def _probs(p): return F.softmax(p.float(), dim=-1)
 
-def tta_preds(learn):
-    "Test-time augmentation: mean of the softmax of plain and left-right-flipped predictions; returns (probs, targets)."
-    p1, t = capture_preds(learn)
-    p2, _ = capture_preds(learn, cbs=[aug_cb(RandFlip(p=1.), on_val=True)])
-    return (_probs(p1) + _probs(p2)) / 2, t
+def hflip(x):
+    "A batch of images flipped left-right: the default test-time view."
+    return x.flip(-1)
+
+def tta_preds(learn, tfms=None, keep_views=False):
+    "TTA: the mean softmax over the plain validation data and each view in `tfms` (default: `hflip`); (probs, targets)."
+    tfms = [hflip] if tfms is None else list(tfms)
+    p, t = capture_preds(learn)
+    views = [_probs(p)]
+    for f in tfms:
+        on_view = BatchTransformCB(partial(tfm_batch, tfm_x=f), on_train=False, on_val=True)
+        views.append(_probs(capture_preds(learn, cbs=[on_view])[0]))
+    views = torch.stack(views)   # (1 + len(tfms), N, n_classes)
+    return (views.mean(0), t, views) if keep_views else (views.mean(0), t)
 
 def ensemble_preds(learns, tta=False):
     "Mean of the softmax predictions of several learners (each with TTA if `tta`); returns (probs, targets)."
@@ -243,17 +256,3 @@ def fit_flagship(dls, epochs=None, lr=None, wd=None, label_smoothing=None, model
     loss = nn.CrossEntropyLoss(label_smoothing=pick(label_smoothing, 'label_smoothing'))
     return fit_report(model, dls, epochs=pick(epochs, 'epochs'), lr=pick(lr, 'lr'), wd=pick(wd, 'wd'), loss_func=loss,
                       cbs=[aug_cb(*flagship_tfms()), *cbs], progress=progress)
-
-# %% ../nbs/11_augment.ipynb #81328008
-_RECORD_NET = dict(nfs=(16, 32, 64, 128, 256, 512), ks0=5, stem='block', depth=2, pct_start=0.25)
-RECORDS = {   # epochs -> settings of that record's recipe; the optimiser, lr, wd, batch size, smoothing are FLAGSHIP's unless set
-    5: {**FLAGSHIP, **_RECORD_NET, 'epochs': 5, 'label_smoothing': 0.05},   # 0.05: measured over five seeds, below
-    20: {**FLAGSHIP, **_RECORD_NET, 'epochs': 20, 'pad': 1, 'erase': 0.2},
-    50: {**FLAGSHIP, **_RECORD_NET, 'epochs': 50, 'pad': 1, 'erase': 0.2},
-}
-
-def record_model(epochs):
-    "The ResNet of the `epochs`-epoch accuracy-record recipe, `RECORDS[epochs]`."
-    if epochs not in RECORDS: raise ValueError(f"there are record recipes for {sorted(RECORDS)} epochs, not {epochs!r}")
-    r = RECORDS[epochs]
-    return resnet(r['nfs'], ks0=r['ks0'], stem=r['stem'], depth=r['depth'], head='pool')

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 
 from .callbacks import Callback
-from .conv import conv as _conv
+from .conv import conv, simple_cnn
 from .activations import Hook
 
 # %% auto #0
-__all__ = ['clean_ipython_hist', 'clean_tb', 'clean_mem', 'conv', 'get_model', 'init_weights', 'BatchTransformCB', 'GeneralRelu',
-           'plot_func', 'lsuv_init']
+__all__ = ['clean_ipython_hist', 'clean_tb', 'clean_mem', 'get_model', 'init_weights', 'BatchTransformCB', 'GeneralRelu',
+           'plot_func', 'lsuv_init', 'conv']
 
 # %% ../nbs/07_init.ipynb #7ea1b7b1
 def clean_ipython_hist():
@@ -55,18 +55,13 @@ def clean_mem():
     if torch.cuda.is_available(): torch.cuda.empty_cache()
 
 # %% ../nbs/07_init.ipynb #d9c5a364
-_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-def conv(ni, nf, ks=3, stride=2, act=nn.ReLU, norm=None, bias=None):
-    "Conv2d (padding `ks//2`), then `norm(nf)` and `act()` if given; no conv bias before a torch BatchNorm by default."
-    if bias is None: bias = not (isinstance(norm, type) and issubclass(norm, _BATCHNORMS))
-    return _conv(ni, nf, ks=ks, stride=stride, act=act, norm=norm, bias=bias)
+# `conv` is 02_conv's, re-exported here: the course's `from miniai.init import *` provides it
+_all_ = ['conv']
 
 def get_model(act=nn.ReLU, nfs=None, norm=None):
-    "The lesson's CNN: stride-2 `conv`s through `nfs` (default 1,8,16,32,64) with `act`/`norm`, then a conv to 10 and flatten."
+    "The course's signature for `simple_cnn`: stride-2 `conv`s through `nfs` (default 1,8,16,32,64), a conv to 10, flatten."
     if nfs is None: nfs = [1, 8, 16, 32, 64]
-    layers = [conv(nfs[i], nfs[i+1], act=act, norm=norm) for i in range(len(nfs)-1)]
-    return nn.Sequential(*layers, conv(nfs[-1], 10, act=None, norm=None, bias=True), nn.Flatten())
+    return simple_cnn(nfs=tuple(nfs[1:]), n_in=nfs[0], act=act, norm=norm)
 
 # %% ../nbs/07_init.ipynb #162b6eb7
 def init_weights(m, leaky=0.):

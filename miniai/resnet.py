@@ -13,12 +13,13 @@ from functools import partial
 import torch
 from torch import nn
 import torch.nn.functional as F
-from fastcore.imports import IN_NOTEBOOK
+from fastcore.basics import patch
 
 from .learner import Learner, TrainCB, DeviceCB, MetricsCB, ProgressCB
 from .metrics import Accuracy
 from .init import GeneralRelu, init_weights, conv
-from .sched import BatchSchedCB
+from .sgd import RecorderCB
+from .sched import OneCycleCB
 
 # %% auto #0
 __all__ = ['act_gr', 'cnn_model', 'ResBlock', 'zero_bn', 'PreResBlock', 'GlobalAvgPool', 'resnet', 'get_model', 'ModelSummary',
@@ -167,16 +168,21 @@ def summary(model, xb=None):
     total_params = sum(p.numel() for p in model.parameters())
     return ModelSummary([tuple(r) for r in rows], total_params, sum(r[4] for r in rows))
 
+# %% ../nbs/10_resnet.ipynb #dba95b46
+@patch
+def summary(self: Learner, xb=None):
+    "Table of shapes, parameters and MFLOPs per item of the learner's model, on `xb` or a validation batch (see `summary`)."
+    return summary(self, xb)
+
 # %% ../nbs/10_resnet.ipynb #a4e5cb3e
-def fit_report(model, dls, epochs=5, lr=1e-2, wd=1e-5, cbs=(), loss_func=F.cross_entropy, progress=False):
-    "Fit `model` with AdamW + 1cycle for `epochs`; return dict(params, mflops, epoch_s, acc, learn)."
-    n = epochs * len(dls.train)
-    sched = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=lr, total_steps=max(n, 2))
-    metrics = MetricsCB(accuracy=Accuracy())
+def fit_report(model, dls, epochs=5, lr=1e-2, wd=1e-5, cbs=(), loss_func=F.cross_entropy, progress=False, pct_start=0.3):
+    "Fit `model` with AdamW + 1cycle (`OneCycleCB`) for `epochs`; return dict(params, mflops, epoch_s, acc, learn, recorder)."
+    metrics, rec = MetricsCB(accuracy=Accuracy()), RecorderCB()
     learn = Learner(model, dls, loss_func, lr=lr, opt_func=partial(torch.optim.AdamW, weight_decay=wd),
-                    cbs=[TrainCB(), DeviceCB(), metrics, BatchSchedCB(sched), *cbs, *([ProgressCB()] if progress else [])])
+                    cbs=[TrainCB(), DeviceCB(), metrics, rec, OneCycleCB(lr, pct_start=pct_start), *cbs,
+                         *([ProgressCB()] if progress else [])])
     s = summary(model, next(iter(dls.valid))[0][:2])
     t0 = time.perf_counter()
     learn.fit(epochs)
     return dict(params=s.total_params, mflops=round(s.total_mflops, 2), epoch_s=round((time.perf_counter()-t0)/max(epochs, 1), 1),
-                acc=round(metrics.last('valid')['accuracy'], 4), learn=learn)
+                acc=round(metrics.last('valid')['accuracy'], 4), learn=learn, recorder=rec)

@@ -11,11 +11,18 @@ import bisect, functools, itertools, math
 import matplotlib.pyplot as plt
 
 from .callbacks import Callback
+from .sgd import (BaseSchedCB, BatchSchedCB, EpochSchedCB, get_hyper, set_hyper, get_lr, get_mom, get_loss,
+                        RecorderCB, HasLearnCB)
 
 # %% auto #0
-__all__ = ['annealer', 'sched_lin', 'sched_cos', 'sched_no', 'sched_exp', 'combine_scheds', 'BaseSchedCB', 'BatchSchedCB',
-           'EpochSchedCB', 'get_hyper', 'set_hyper', 'get_lr', 'get_mom', 'get_loss', 'RecorderCB', 'HasLearnCB',
-           'ParamSched', 'one_cycle_scheds', 'OneCycle', 'fit_one_cycle']
+__all__ = ['annealer', 'sched_lin', 'sched_cos', 'sched_no', 'sched_exp', 'combine_scheds', 'ParamSched', 'one_cycle_scheds',
+           'OneCycle', 'OneCycleCB', 'fit_one_cycle', 'BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'get_hyper',
+           'set_hyper', 'get_lr', 'get_mom', 'get_loss', 'RecorderCB', 'HasLearnCB']
+
+# %% ../nbs/08b_schedulers.ipynb #65569d45
+# re-exported: built in 08a_sgd (where the course keeps them), used with the schedules of this notebook
+_all_ = ['BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'get_hyper', 'set_hyper', 'get_lr', 'get_mom', 'get_loss',
+         'RecorderCB', 'HasLearnCB']
 
 # %% ../nbs/08b_schedulers.ipynb #93df56b1
 def annealer(f):
@@ -62,78 +69,6 @@ def combine_scheds(pcts, scheds):
         return scheds[idx]((pos - bounds[idx]) / width if width > 0 else 1.)
     return _inner
 
-# %% ../nbs/08b_schedulers.ipynb #cbab6c5e
-class BaseSchedCB(Callback):
-    "Build `sched(learn.opt)` when fitting starts (a torch `lr_scheduler` factory or `ParamSched`); subclasses step it."
-    order = 10
-    def __init__(self, sched): self.sched = sched
-    def before_fit(self, learn): self.schedo = self.sched(learn.opt)
-    def _step(self, learn):
-        if learn.training: self.schedo.step()
-    # Checkpoints save and restore the scheduler's position, so a resumed run continues the same schedule.
-    def state_dict(self): return self.schedo.state_dict()
-    def load_state_dict(self, d): self.schedo.load_state_dict(d)
-
-class BatchSchedCB(BaseSchedCB):
-    "Step the scheduler after every training batch."
-    def after_batch(self, learn): self._step(learn)
-
-class EpochSchedCB(BaseSchedCB):
-    "Step the scheduler after every training epoch."
-    def after_epoch(self, learn): self._step(learn)
-
-# %% ../nbs/08b_schedulers.ipynb #ece6351a
-def get_hyper(pg, name):
-    "Hyper-parameter `name` of param group `pg`; `'mom'` is `momentum`, `betas[0]` or `mom`, whichever exists (else None)."
-    if name != 'mom': return pg[name]
-    if 'betas' in pg: return pg['betas'][0]
-    return pg.get('momentum', pg.get('mom'))
-
-def set_hyper(pg, name, value):
-    "Set hyper-parameter `name` of param group `pg` (`'mom'` as in `get_hyper`)."
-    if name == 'mom':
-        if 'betas' in pg: pg['betas'] = (value, *pg['betas'][1:])
-        elif 'momentum' in pg: pg['momentum'] = value
-        elif 'mom' in pg: pg['mom'] = value
-        else: raise ValueError(f"This optimizer has no momentum to schedule (its hyper-parameters: {sorted(k for k in pg if k != 'params')})")
-    else: pg[name] = value
-
-# %% ../nbs/08b_schedulers.ipynb #16225aa1
-def get_lr(cb):
-    "Recorder function: the learning rate of the first param group."
-    return cb.pg['lr']
-def get_mom(cb):
-    "Recorder function: the momentum (or Adam's beta1) of the first param group, None if it has none."
-    return get_hyper(cb.pg, 'mom')
-def get_loss(cb):
-    "Recorder function: the batch's loss."
-    return cb.learn.loss.item()
-_lr, _beta1 = get_lr, get_mom  # the lesson's names
-
-class RecorderCB(Callback):
-    "Record `name=func(cb)` (default: lr, mom, loss) after every training batch in `recs`; `plot` them."
-    def __init__(self, **d): self.d = d or dict(lr=get_lr, mom=get_mom, loss=get_loss)
-    def before_fit(self, learn):
-        self.recs = {k: [] for k in self.d}
-        self.pg = learn.opt.param_groups[0]
-    def after_batch(self, learn):
-        if not learn.training: return
-        for k, f in self.d.items(): self.recs[k].append(f(self))
-
-    def plot(self, figsize=None):
-        "One plot per recorded series (series that are all None, e.g. momentum of plain SGD, are skipped)."
-        recs = {k: v for k, v in self.recs.items() if any(o is not None for o in v)}
-        fig, axs = plt.subplots(1, len(recs), figsize=figsize or (3.5*len(recs), 2.8), squeeze=False)
-        for ax, (k, v) in zip(axs[0], recs.items()):
-            ax.plot(v); ax.set_title(k); ax.set_xlabel('batch')
-        fig.tight_layout()
-        return axs[0]
-
-class HasLearnCB(Callback):
-    "The lesson's callback that sets `self.learn` during fit; miniai's `Callback` already has `learn`, kept for the lessons."
-    def before_fit(self, learn): self.learn = learn
-    def cleanup_fit(self, learn): self.learn = None
-
 # %% ../nbs/08b_schedulers.ipynb #6dde0583
 class ParamSched:
     "Like a torch lr_scheduler, for any hyper-parameters: sets `name=sched(pos)` for each of `scheds`, `pos = step/(total_steps-1)`."
@@ -155,6 +90,8 @@ class ParamSched:
     def get_last_lr(self): return [pg['lr'] for pg in self.opt.param_groups]
     def state_dict(self): return {'last_step': self.last_step, 'total_steps': self.total_steps}
     def load_state_dict(self, d):
+        if not isinstance(d, dict) or not {'last_step', 'total_steps'} <= set(d):
+            raise ValueError(f"not a ParamSched state (keys 'last_step', 'total_steps' expected), got {d!r:.80}")
         if d['total_steps'] != self.total_steps:
             raise ValueError(f"the saved schedule spans {d['total_steps']} steps, this one {self.total_steps}")
         self.last_step = d['last_step']
@@ -166,10 +103,14 @@ def one_cycle_scheds(max_lr, total_steps, pct_start=0.3, div_factor=25., final_d
     "The 1cycle schedules of `OneCycleLR` as `{'lr': f, 'mom': g}`, functions of `pos = step/(total_steps-1)`."
     if not max_lr > 0: raise ValueError(f"max_lr must be > 0, got {max_lr}")
     if not (isinstance(total_steps, int) and total_steps >= 2): raise ValueError(f"total_steps must be an int >= 2, got {total_steps!r}")
-    if not (0 < pct_start <= 1 and pct_start*total_steps >= 1):
-        raise ValueError(f"pct_start must be in (0, 1] with pct_start*total_steps >= 1, got {pct_start} ({total_steps} steps)")
+    if not 0 < pct_start <= 1: raise ValueError(f"pct_start must be in (0, 1], got {pct_start}")
     start_lr = max_lr/div_factor
     warm = (pct_start*total_steps - 1) / (total_steps - 1)  # OneCycleLR's warm-up ends at step pct_start*total_steps - 1
+    if warm < 0:   # less than one warm-up step (a tiny run): like OneCycleLR, start part-way down the second phase
+        later = lambda f: (lambda pos: f((pos - warm) / (1 - warm)))
+        scheds = {'lr': later(sched_cos(max_lr, start_lr/final_div_factor))}
+        if cycle_momentum: scheds['mom'] = later(sched_cos(base_momentum, max_momentum))
+        return scheds
     pcts = [warm, 1 - warm]
     scheds = {'lr': combine_scheds(pcts, [sched_cos(start_lr, max_lr), sched_cos(max_lr, start_lr/final_div_factor)])}
     if cycle_momentum:
@@ -187,13 +128,26 @@ class OneCycle(ParamSched):
                                                               base_momentum, max_momentum, cycle_momentum))
 
 # %% ../nbs/08b_schedulers.ipynb #c7b2d06a
+class OneCycleCB(BatchSchedCB):
+    "`BatchSchedCB` with a `OneCycle` (peak `max_lr`; `kw`: `OneCycle`'s settings) spanning all batches of the fit."
+    def __init__(self, max_lr, pct_start=0.3, **kw):
+        super().__init__(None)
+        self.max_lr, self.kw = max_lr, dict(pct_start=pct_start, **kw)
+    def before_fit(self, learn):
+        total_steps = learn.n_epochs * len(learn.train_dl)
+        self.sched = functools.partial(OneCycle, max_lr=self.max_lr, total_steps=total_steps, **self.kw)
+        super().before_fit(learn)
+
+def _as_list(cbs):
+    "`cbs` as a list: None, one callback, or any iterable of callbacks."
+    if cbs is None: return []
+    if isinstance(cbs, Callback): return [cbs]
+    return list(cbs)
+
 def fit_one_cycle(learn, n_epochs, max_lr, pct_start=0.3, div_factor=25., final_div_factor=1e4,
                   base_momentum=0.85, max_momentum=0.95, cycle_momentum=True, cbs=None):
     "Fit `learn` for `n_epochs` with the 1cycle lr (and momentum) schedule, stepped every batch; `cbs` for this fit only."
-    total_steps = n_epochs * len(learn.train_dl)
-    sched = functools.partial(OneCycle, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start, div_factor=div_factor,
-                              final_div_factor=final_div_factor, base_momentum=base_momentum,
-                              max_momentum=max_momentum, cycle_momentum=cycle_momentum)
-    cbs = [] if cbs is None else list(cbs) if isinstance(cbs, (list, tuple)) else [cbs]
-    learn.fit(n_epochs, lr=max_lr, cbs=[BatchSchedCB(sched), *cbs])
+    sched = OneCycleCB(max_lr, pct_start=pct_start, div_factor=div_factor, final_div_factor=final_div_factor,
+                       base_momentum=base_momentum, max_momentum=max_momentum, cycle_momentum=cycle_momentum)
+    learn.fit(n_epochs, lr=max_lr, cbs=[sched, *_as_list(cbs)])
     return learn

@@ -8,12 +8,18 @@ Docs: https://miniai.github.io/miniai/sgd.html.md"""
 from __future__ import annotations
 import numbers
 
+import matplotlib.pyplot as plt
+
 import torch
 from torch import optim
 
+from .callbacks import Callback
+
 # %% auto #0
 __all__ = ['check_hypers', 'SGD', 'Momentum', 'RMSProp', 'Adam', 'LAMB', 'Stat', 'AverageGrad', 'AverageSqrGrad', 'StepCount',
-           'sgd_step', 'weight_decay', 'l2_reg', 'momentum_step', 'rms_step', 'adam_step', 'GenericOptimizer']
+           'sgd_step', 'weight_decay', 'l2_reg', 'momentum_step', 'rms_step', 'adam_step', 'GenericOptimizer',
+           'BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'get_hyper', 'set_hyper', 'get_lr', 'get_mom', 'get_loss',
+           'RecorderCB', 'HasLearnCB']
 
 # %% ../nbs/08a_sgd.ipynb #a8a280bb
 _unit = (lambda v: 0 <= v < 1, 'in [0, 1)')
@@ -196,3 +202,97 @@ class GenericOptimizer(optim.Optimizer):
                 for stepper in self.steppers:
                     if stepper not in pre: stepper(p, **st, **hypers)
         return loss
+
+# %% ../nbs/08a_sgd.ipynb #cbab6c5e
+class BaseSchedCB(Callback):
+    "Build `sched(learn.opt)` when fitting starts (a torch `lr_scheduler` factory or `ParamSched`); subclasses step it."
+    order = 10
+    def __init__(self, sched): self.sched = sched
+    def before_fit(self, learn): self.schedo = self.sched(learn.opt)
+    def _step(self, learn):
+        if learn.training: self.schedo.step()
+    # Checkpoints save and restore the scheduler's position, so a resumed run continues the same schedule.
+    def state_dict(self): return self.schedo.state_dict()
+    def load_state_dict(self, d): self.schedo.load_state_dict(d)
+
+class BatchSchedCB(BaseSchedCB):
+    "Step the scheduler after every training batch."
+    def after_batch(self, learn): self._step(learn)
+
+class EpochSchedCB(BaseSchedCB):
+    "Step the scheduler after every training epoch."
+    def after_epoch(self, learn): self._step(learn)
+
+# %% ../nbs/08a_sgd.ipynb #ece6351a
+def get_hyper(pg, name):
+    "Hyper-parameter `name` of param group `pg`; `'mom'` is `momentum`, `betas[0]` or `mom`, whichever exists (else None)."
+    if name != 'mom': return pg[name]
+    if 'betas' in pg: return pg['betas'][0]
+    return pg.get('momentum', pg.get('mom'))
+
+def set_hyper(pg, name, value):
+    "Set hyper-parameter `name` of param group `pg` (`'mom'` as in `get_hyper`)."
+    if name == 'mom':
+        if 'betas' in pg: pg['betas'] = (value, *pg['betas'][1:])
+        elif 'momentum' in pg: pg['momentum'] = value
+        elif 'mom' in pg: pg['mom'] = value
+        else: raise ValueError(f"This optimizer has no momentum to schedule (its hyper-parameters: {sorted(k for k in pg if k != 'params')})")
+    else: pg[name] = value
+
+# %% ../nbs/08a_sgd.ipynb #16225aa1
+def get_lr(cb):
+    "Recorder function: the learning rate of the first param group."
+    return cb.pg['lr']
+def get_mom(cb):
+    "Recorder function: the momentum (or Adam's beta1) of the first param group, None if it has none."
+    return get_hyper(cb.pg, 'mom')
+def get_loss(cb):
+    "Recorder function: the batch's loss as a detached tensor (`RecorderCB.recs` reads them all at once)."
+    return cb.learn.loss.detach()
+_lr, _beta1 = get_lr, get_mom  # the lesson's names
+
+def _as_numbers(v):
+    "A recorded series as Python numbers: its tensors are stacked and copied to the host in one transfer."
+    at = [i for i, o in enumerate(v) if isinstance(o, torch.Tensor)]
+    if not at: return list(v)
+    out = list(v)
+    for i, x in zip(at, torch.stack([v[i].detach().float() for i in at]).cpu().tolist()): out[i] = x
+    return out
+
+class RecorderCB(Callback):
+    "Record `name=func(cb)` (default: lr, mom, loss) after every training batch; `recs` gives them as numbers; `plot`."
+    def __init__(self, **d):
+        self.d = d or dict(lr=get_lr, mom=get_mom, loss=get_loss)
+        self._recs = {k: [] for k in self.d}
+    def before_fit(self, learn):
+        if getattr(learn, 'do_train', True): self._recs = {k: [] for k in self.d}   # an evaluation-only fit keeps the record
+
+    @property
+    def pg(self):
+        "The first param group, read when used (loading an optimizer's state replaces its param group dicts)."
+        return self.learn.opt.param_groups[0]
+    def after_batch(self, learn):
+        if not learn.training: return
+        for k, f in self.d.items(): self._recs[k].append(f(self))
+
+    @property
+    def recs(self):
+        "`{name: [value per training batch]}` as Python numbers (None where a function gave None)."
+        return {k: _as_numbers(v) for k, v in self._recs.items()}
+
+    def state_dict(self): return {'recs': self.recs}   # plain numbers: a checkpoint resumes the record
+    def load_state_dict(self, d): self._recs = {k: list(d['recs'].get(k, [])) for k in self.d}
+
+    def plot(self, figsize=None):
+        "One plot per recorded series (series that are all None, e.g. momentum of plain SGD, are skipped)."
+        recs = {k: v for k, v in self.recs.items() if any(o is not None for o in v)}
+        fig, axs = plt.subplots(1, len(recs), figsize=figsize or (3.5*len(recs), 2.8), squeeze=False)
+        for ax, (k, v) in zip(axs[0], recs.items()):
+            ax.plot(v); ax.set_title(k); ax.set_xlabel('batch')
+        fig.tight_layout()
+        return axs[0]
+
+class HasLearnCB(Callback):
+    "The lesson's callback that sets `self.learn` during fit; miniai's `Callback` already has `learn`, kept for the lessons."
+    def before_fit(self, learn): self.learn = learn
+    def cleanup_fit(self, learn): self.learn = None

@@ -6,9 +6,7 @@ Docs: https://miniai.github.io/miniai/train.html.md"""
 
 # %% ../nbs/20_train.ipynb #7642ce25
 from __future__ import annotations
-import argparse, json, platform, sys, time
-from dataclasses import dataclass, asdict
-from functools import partial
+import argparse, json, math, platform, sys, time
 from pathlib import Path
 
 import torch
@@ -16,77 +14,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from .datasets import fashion_dls, fashion_mnist_arrays, set_seed, FASHION_CLASSES
-from .conv import def_device, simple_cnn
+from .conv import def_device
 from .metrics import Accuracy
-from .callbacks import Callback
-from .checkpoint import CheckpointCB, atomic_save, read_checkpoint
-from .learner import Learner, TrainCB, DeviceCB, MetricsCB, ProgressCB
-from .augment import FLAGSHIP, RECORDS, aug_cb, flagship_model, flagship_tfms, record_model
+from .checkpoint import CheckpointCB, CheckpointError, atomic_save, read_checkpoint
+from .learner import Learner, DeviceCB, MetricsCB, ProgressCB
+from .sgd import RecorderCB
+from .sched import OneCycleCB
+from .augment import aug_cb, hflip, tta_preds
 from .accel import PRECISIONS, resolve_precision, precision_cbs, matmul_small_convs
 from .distributed import DDPCB, ddp_setup, dist_env, rank_device, sync_batchnorm
+from .recipes import RECIPES, DEFAULT_RECIPE, Recipe, RecipeCB, checkpoint_recipe
 
 # %% auto #0
-__all__ = ['RECIPES', 'DEFAULT_RECIPE', 'Recipe', 'OneCycleCB', 'LossLogCB', 'UsageError', 'check_args', 'parse_args', 'predict',
-           'confusion_matrix', 'train', 'main']
+__all__ = ['UsageError', 'check_args', 'parse_args', 'confusion_matrix', 'train', 'main', 'RECIPES', 'DEFAULT_RECIPE', 'Recipe',
+           'OneCycleCB']
 
-# %% ../nbs/20_train.ipynb #709d3855
-@dataclass
-class Recipe:
-    "A named model and its default training settings."
-    name: str
-    description: str
-    make_model: callable
-    lr: float = 1e-2
-    bs: int = 256
-    epochs: int = 5
-    wd: float = 1e-2
-    label_smoothing: float = 0.
-    make_tfms: callable = None   # returns the training-time batch augmentations
-    pct_start: float = 0.3        # fraction of the one-cycle schedule spent warming up
-    precision: str = 'fp32'       # 'auto': 16-bit autocast + channels-last where the hardware is fast at it (`resolve_precision`)
-
-def _resnet_recipe(name, doc, make_model, s):
-    "A `Recipe` whose training settings come from the dict `s` (`FLAGSHIP` or a `RECORDS` entry), in 'auto' precision."
-    return Recipe(name, doc, make_model, lr=s['lr'], bs=s['bs'], epochs=s['epochs'], wd=s['wd'],
-                  label_smoothing=s['label_smoothing'], make_tfms=partial(flagship_tfms, s['pad'], s['erase']),
-                  pct_start=s.get('pct_start', Recipe.pct_start), precision='auto')
-
-RECIPES = {
-    'resnet': _resnet_recipe('resnet', f"the flagship ResNet {FLAGSHIP['nfs']} with per-image flips, label smoothing",
-                             flagship_model, FLAGSHIP),
-    'simple_cnn': Recipe('simple_cnn', "the lessons' stride-2 CNN (1→8→16→32→64→10) with BatchNorm",
-                         lambda: simple_cnn(norm=True), lr=1e-2, bs=256, epochs=5),
-    **{f'record{n}': _resnet_recipe(f'record{n}', f"the {n}-epoch accuracy-record ResNet (16→512, two blocks per stage)",
-                                    partial(record_model, n), r) for n, r in RECORDS.items()},
-}
-DEFAULT_RECIPE = 'resnet'
-
-# %% ../nbs/20_train.ipynb #428a5750
-class OneCycleCB(Callback):
-    "Step a `torch.optim.lr_scheduler.OneCycleLR` (peak `max_lr`) after every training batch; log lr and momentum/beta1."
-    def __init__(self, max_lr, pct_start=0.3): self.max_lr, self.pct_start, self.lrs, self.moms = max_lr, pct_start, [], []
-    def before_fit(self, learn):
-        total = learn.n_epochs*len(learn.train_dl)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(learn.opt, self.max_lr, total_steps=total, pct_start=self.pct_start)
-    def after_step(self, learn):
-        pg = learn.opt.param_groups[0]
-        self.lrs.append(pg['lr'])
-        self.moms.append(pg['betas'][0] if 'betas' in pg else pg.get('momentum', 0.))
-        self.sched.step()
-    def state_dict(self): return {'sched': self.sched.state_dict(), 'lrs': list(self.lrs), 'moms': list(self.moms)}
-    def load_state_dict(self, d):
-        if d['sched']['total_steps'] != self.sched.total_steps:
-            raise ValueError(f"The checkpoint's one-cycle schedule spans {d['sched']['total_steps']} batches, this run's "
-                             f"{self.sched.total_steps}: resume with the --epochs, --bs and --subset of the original run.")
-        self.sched.load_state_dict(d['sched']); self.lrs, self.moms = list(d['lrs']), list(d['moms'])
-
-class LossLogCB(Callback):
-    "Keep every training batch's loss in `losses`."
-    def __init__(self): self.losses = []
-    def after_batch(self, learn):
-        if learn.training: self.losses.append(learn.loss.item())
-    def state_dict(self): return {'losses': list(self.losses)}
-    def load_state_dict(self, d): self.losses = list(d['losses'])
+# %% ../nbs/20_train.ipynb #c5ecd787
+# re-exported for scripts written against earlier versions: the recipes live in `miniai.recipes`, 1cycle in `miniai.sched`
+_all_ = ['RECIPES', 'DEFAULT_RECIPE', 'Recipe', 'OneCycleCB']
 
 # %% ../nbs/20_train.ipynb #866a5ae7
 class UsageError(Exception):
@@ -119,6 +64,9 @@ def check_args(args) -> Recipe:
     if args.precision is not None and args.precision not in PRECISIONS:
         raise UsageError(f"--precision {args.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}.")
     if args.subset is not None and args.subset <= 0: raise UsageError(f"--subset must be a positive integer, got {args.subset}.")
+    if args.subset is not None and math.ceil(args.subset/bs) * (args.epochs or RECIPES[args.recipe].epochs) < 2:
+        raise UsageError(f"--subset {args.subset} with --bs {bs} gives a single training batch; the 1cycle schedule needs "
+                         "at least 2: use a larger --subset, a smaller --bs or more --epochs.")
     try: fashion_mnist_arrays(args.data)
     except (FileNotFoundError, ValueError) as e: raise UsageError(f"data: {e}") from None
     return RECIPES[args.recipe]
@@ -164,18 +112,6 @@ def _plot_schedule(path, lrs, moms):
     a2.plot(moms, color='C1'); a2.set_xlabel('batch'); a2.set_ylabel('momentum (AdamW beta1)')
     fig.suptitle('one-cycle schedule'); fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
-@torch.no_grad()
-def predict(model, dl, device):
-    "Predicted classes, targets, and test-time-augmented classes (mean of plain and flipped softmax) over `dl`."
-    model.eval()
-    preds, targs, tta = [], [], []
-    for xb, yb in dl:
-        xb = xb.to(device)
-        p = model(xb).softmax(1)
-        preds.append(p.argmax(1).cpu()); targs.append(yb)
-        tta.append(((p + model(xb.flip(-1)).softmax(1))/2).argmax(1).cpu())
-    return torch.cat(preds), torch.cat(targs), torch.cat(tta)
-
 def confusion_matrix(preds, targs, n_classes):
     "Counts `cm[true, predicted]`."
     return torch.bincount(targs*n_classes + preds, minlength=n_classes**2).view(n_classes, n_classes)
@@ -216,6 +152,32 @@ def train(args) -> dict | None:
     with ddp_setup(args.device or def_device) as (rank, world):   # one process, or each of torchrun's
         return _train(args, recipe, rank, world)
 
+def _check_resume(path, recipe, total_steps):
+    "Read the checkpoint at `path` and check it was written by `recipe` for `total_steps` batches (None: not checked)."
+    try: state = read_checkpoint(path)
+    except CheckpointError as e: raise UsageError(f"--resume: {e}") from None
+    written = checkpoint_recipe(state)
+    if written is not None and written != recipe.name:
+        raise UsageError(f"--resume: {path} was written by recipe {written!r}, not {recipe.name!r}; resume with "
+                         f"--recipe {written}, or use another --out for a new {recipe.name!r} run.")
+    planned = state['callbacks'].get('OneCycleCB', {}).get('total_steps')
+    if total_steps is not None and planned is not None and planned != total_steps:
+        raise UsageError(f"--resume: the checkpoint's run was planned for {planned} batches, this one for {total_steps}; "
+                         "resume with the --epochs, --bs and --subset of the original run.")
+
+def _short(msg, n=300):
+    "`msg` on one line, cut to `n` characters."
+    msg = ' '.join(str(msg).split())
+    return msg if len(msg) <= n else msg[:n] + ' …'
+
+def _round(o, nd=4):
+    "Floats in `o` (nested dicts and lists) rounded to `nd` decimals; a learning rate keeps `nd` significant digits."
+    if isinstance(o, float): return o if not math.isfinite(o) else round(o, nd)
+    if isinstance(o, dict): return {k: float(f"{v:.{nd}g}") if k.startswith('lr') and isinstance(v, float) else _round(v, nd)
+                                    for k, v in o.items()}
+    if isinstance(o, list): return [_round(v, nd) for v in o]
+    return o
+
 def _train(args, recipe, rank, world):
     "The run; with `world` > 1 processes, DDP on shards of each batch, and only rank 0 writes and returns the report."
     epochs, lr, bs = args.epochs or recipe.epochs, args.lr or recipe.lr, args.bs or recipe.bs
@@ -224,7 +186,7 @@ def _train(args, recipe, rank, world):
     set_seed(args.seed)
     dls = fashion_dls(bs=bs, n_train=args.subset, path=args.data)
     metrics = MetricsCB(accuracy=Accuracy(), quiet=rank != 0)   # only rank 0 prints
-    losses, sched = LossLogCB(), OneCycleCB(lr, recipe.pct_start)
+    rec = RecorderCB()                                          # lr, momentum and loss of every batch
     opt = lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=recipe.wd)
     out = Path(args.out)
     augs = [aug_cb(*recipe.make_tfms())] if recipe.make_tfms else []   # training batches only
@@ -234,37 +196,49 @@ def _train(args, recipe, rank, world):
     if world > 1: model = sync_batchnorm(model, device)   # BatchNorm statistics over the global batch, not the shard
     main_cbs = [ProgressCB(), CheckpointCB(out/'checkpoint.pth')] if rank == 0 else []
     learn = Learner(model, dls, loss_func, lr=lr, opt_func=opt, cbs=[*precision_cbs(precision), DeviceCB(device), *augs, metrics,
-                    losses, sched, *main_cbs, *([DDPCB()] if world > 1 else [])])
+                    rec, OneCycleCB(lr, pct_start=recipe.pct_start), RecipeCB(recipe.name), *main_cbs,
+                    *([DDPCB()] if world > 1 else [])])
     if args.resume:
-        planned = read_checkpoint(out/'checkpoint.pth')['callbacks']['OneCycleCB']['sched']['total_steps']
-        if planned != epochs*len(dls.train):
-            raise UsageError(f"--resume: the checkpoint's run was planned for {planned} batches, this one for "
-                             f"{epochs*len(dls.train)}; resume with the --epochs, --bs and --subset of the original run.")
-        done = learn.load(out/'checkpoint.pth')
+        ck = out/'checkpoint.pth'
+        _check_resume(ck, recipe, epochs*len(dls.train) if world == 1 else None)   # DDP shards the batches later
+        try: done = learn.load(ck)
+        except CheckpointError as e: raise UsageError(f"--resume: {_short(e)}") from None
         if rank == 0: print(f"resuming after epoch {done} of {epochs}")
     t0 = time.perf_counter()
     learn.fit(epochs)
     train_time = time.perf_counter() - t0
     if rank != 0: return None
-    history = metrics.history
-    valid = [r for r in history if r['phase'] == 'valid']
-    report = dict(recipe=recipe.name, description=recipe.description, epochs=epochs, lr=lr, bs=bs, seed=args.seed,
-                  subset=args.subset, device=str(device), precision=precision, processes=world, train_seconds=round(train_time, 1),
+    return _report(args, recipe, learn, metrics, rec, dict(epochs=epochs, lr=lr, bs=bs, device=device, precision=precision,
+                                                            world=world, train_time=train_time, loss_func=loss_func))
+
+def _report(args, recipe, learn, metrics, rec, run):
+    "Evaluate on the test split (with flip TTA if the recipe trained with flips), write metrics.json, the plots and model.pth."
+    out, dls, n_batches = Path(args.out), learn.dls, len(learn.train_dl)
+    valid = [r for r in metrics.history if r['phase'] == 'valid']
+    recs = rec.recs   # every batch's lr, momentum and loss, read from the device in one go
+    report = dict(recipe=recipe.name, description=recipe.description, epochs=run['epochs'], lr=run['lr'], bs=run['bs'],
+                  seed=args.seed, subset=args.subset, device=str(run['device']), precision=run['precision'],
+                  processes=run['world'], train_seconds=run['train_time'],
                   test_accuracy=valid[-1]['accuracy'], test_loss=valid[-1]['loss'],
-                  history=[{**r, 'lr_end': sched.lrs[min(len(sched.lrs), (r['epoch'] + 1)*len(dls.train)) - 1]}
-                           for r in history],
+                  history=[{**r, 'lr_end': recs['lr'][min(len(recs['lr']), (r['epoch'] + 1)*n_batches) - 1]}
+                           for r in metrics.history],
                   versions=dict(python=platform.python_version(), torch=torch.__version__,
                                 miniai=__import__('miniai').__version__), machine=platform.platform(),
                   cpu_threads=torch.get_num_threads())
-    preds, targs, tta = predict(learn.model, dls.valid, device)
+    # a separate evaluation learner: the training callbacks (checkpoints, metrics, progress) stay out of it
+    evaluator = Learner(learn.model, dls, run['loss_func'], cbs=[*precision_cbs(run['precision']), DeviceCB(run['device'])],
+                        opt_func=None)
+    probs, targs, views = tta_preds(evaluator, tfms=[hflip] if recipe.flips else [], keep_views=True)
+    preds = views[0].argmax(1)
+    if recipe.flips: report['test_accuracy_tta'] = (probs.argmax(1) == targs).float().mean().item()
     cm = confusion_matrix(preds, targs, len(FASHION_CLASSES))
-    report['test_accuracy_tta'] = (tta == targs).float().mean().item()
     report['confusion_matrix'] = cm.tolist()
+    report = _round(report)
     (out/'metrics.json').write_text(json.dumps(report, indent=2))
     import matplotlib
     matplotlib.use('Agg')
-    _plot_losses(out/'loss.png', losses.losses, len(dls.train), [r['loss'] for r in valid])
-    _plot_schedule(out/'lr.png', sched.lrs, sched.moms)
+    _plot_losses(out/'loss.png', recs['loss'], n_batches, [r['loss'] for r in valid])
+    _plot_schedule(out/'lr.png', recs['lr'], recs['mom'])
     _plot_confusion(out/'confusion.png', cm, FASHION_CLASSES)
     _plot_examples(out/'examples.png', dls.valid.dataset.tensors[0], preds, targs, FASHION_CLASSES)
     atomic_save(learn.model.state_dict(), out/'model.pth')
@@ -289,7 +263,8 @@ def main(argv=None):
               "--resume." if ck.exists() else "No epoch had completed, so there is no checkpoint."), file=sys.stderr)
         return 130
     if report is None: return 0   # a rank other than 0 of a distributed run: rank 0 reports
-    print(f"test accuracy {report['test_accuracy']:.4f} (with flip TTA {report['test_accuracy_tta']:.4f}) after "
+    tta = f" (with flip TTA {report['test_accuracy_tta']:.4f})" if 'test_accuracy_tta' in report else ''
+    print(f"test accuracy {report['test_accuracy']:.4f}{tta} after "
           f"{report['epochs']} epochs ({report['train_seconds']:.0f}s of training on {report['device']}"
           + (f", {report['processes']} processes" if report['processes'] > 1 else '') + ")")
     print(f"report written to {Path(args.out).resolve()}/ (metrics.json, loss.png, lr.png, confusion.png, "

@@ -133,3 +133,15 @@ def test_clean_mem_and_plot_func():
     clean_tb()                                          # nothing left: no error
     ax = plot_func(GeneralRelu(0.1, 0.4))
     assert len(ax.lines) >= 1
+
+
+def test_one_conv_one_cnn_and_the_course_bias_difference():
+    import miniai.conv as mc
+    from miniai.conv import simple_cnn
+    assert conv is mc.conv                                                   # init re-exports 02_conv's conv
+    assert str(get_model(norm=nn.BatchNorm2d)) == str(simple_cnn(norm=nn.BatchNorm2d))
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    nfs = [1, 8, 16, 32, 64]
+    course = nn.Sequential(*[conv(a, b, norm=nn.BatchNorm2d, bias=True) for a, b in zip(nfs, nfs[1:])],
+                           conv(64, 10, act=None, bias=True), nn.Flatten())
+    assert (n(get_model(norm=nn.BatchNorm2d)), n(course)) == (30_274, 30_394)

@@ -42,7 +42,8 @@ _tp = [torch.nn.Parameter(torch.zeros(3))]
 _OPTS = {'AdamW': lambda: torch.optim.AdamW(_tp, lr=1e-3), 'SGD-mom': lambda: torch.optim.SGD(_tp, lr=0.1, momentum=0.9),
          'miniai Adam': lambda: Adam(_tp, lr=1e-3), 'miniai Momentum': lambda: Momentum(_tp, lr=0.1)}
 _SETTINGS = [(100, dict(max_lr=6e-2)), (295, dict(max_lr=0.1, pct_start=0.25, div_factor=10, final_div_factor=100)),
-             (7, dict(max_lr=1., base_momentum=0.8, max_momentum=0.9)), (50, dict(max_lr=0.3, pct_start=0.5))]
+             (7, dict(max_lr=1., base_momentum=0.8, max_momentum=0.9)), (50, dict(max_lr=0.3, pct_start=0.5)),
+             (10, dict(max_lr=0.1, pct_start=0.05)), (2, dict(max_lr=0.1, pct_start=0.25))]   # < 1 warm-up step
 
 @pytest.mark.parametrize('opt_name', list(_OPTS))
 @pytest.mark.parametrize('steps,kw', _SETTINGS)
@@ -58,7 +59,7 @@ def test_one_cycle_equals_torch_at_every_step(opt_name, steps, kw):
 def test_one_cycle_bad_input():
     with pytest.raises(ValueError, match='cycle_momentum=False'): OneCycle(SGD(_tp, 0.1), max_lr=0.1, total_steps=10)
     OneCycle(SGD(_tp, 0.1), max_lr=0.1, total_steps=10, cycle_momentum=False)
-    with pytest.raises(ValueError, match='pct_start'): one_cycle_scheds(0.1, 10, pct_start=0.05)
+    with pytest.raises(ValueError, match='pct_start'): one_cycle_scheds(0.1, 10, pct_start=0.)
     with pytest.raises(ValueError, match='max_lr must be > 0'): one_cycle_scheds(0., 10)
     with pytest.raises(ValueError, match='total_steps'): one_cycle_scheds(0.1, 1)
 
@@ -132,3 +133,72 @@ def test_has_learn_cb():
     learn = _learner(SGD, cbs=[peek]); learn.fit(1)
     assert peek.seen
     with pytest.raises(AttributeError, match='learn is not set'): peek.learn
+
+def test_sched_names_live_in_sgd_and_are_re_exported():
+    import miniai.sgd as sgd, miniai.sched as sched
+    for n in ('BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'HasLearnCB', 'RecorderCB', 'get_hyper', 'set_hyper'):
+        assert getattr(sched, n) is getattr(sgd, n) and n in sched.__all__ and n in sgd.__all__
+
+def test_recorder_keeps_tensors_and_reads_them_once(monkeypatch):
+    calls = []
+    orig = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, 'item', lambda self: calls.append(1) or orig(self))
+    _learner(torch.optim.AdamW).fit(2)
+    n_without = len(calls)
+    rec = RecorderCB()
+    learn = _learner(torch.optim.AdamW, cbs=[rec])
+    learn.fit(2)
+    assert len(calls) == 2*n_without                       # the recorder adds no per-batch host read
+    assert all(isinstance(o, torch.Tensor) for o in rec._recs['loss'])
+    losses = rec.recs['loss']
+    assert len(losses) == 12 and all(isinstance(l, float) for l in losses)
+
+def test_one_cycle_cb_resumes_from_state_dict():
+    # a run interrupted after epoch 1 and resumed from the callbacks' state_dicts sees the same lrs and losses
+    full = RecorderCB()
+    la = _learner(torch.optim.AdamW, cbs=[OneCycleCB(0.1), full]); la.fit(2)
+    nb = len(la.train_dl)
+    r1, s1 = RecorderCB(), OneCycleCB(0.1)
+    lb = _learner(torch.optim.AdamW, cbs=[s1, r1]); lb.fit(2, cbs=[_StopAfter(nb)])
+    st_s, st_r = s1.state_dict(), r1.state_dict()
+    assert st_s == {'last_step': nb, 'total_steps': 2*nb}
+    assert all(type(v) in (float, type(None)) for vals in st_r['recs'].values() for v in vals)   # plain numbers only
+    r2, s2 = RecorderCB(), OneCycleCB(0.1)
+    lc = _learner(torch.optim.AdamW, cbs=[s2, r2])
+    class _Load(Callback):
+        order = 100
+        def before_fit(self, learn): s2.load_state_dict(st_s); r2.load_state_dict(st_r)
+    lc.model.load_state_dict(lb.model.state_dict()); lc.start_epoch = 1
+    lc.fit(2, cbs=[_Load()])
+    assert r2.recs['lr'] == pytest.approx(full.recs['lr'], rel=1e-9)
+    with pytest.raises(ValueError, match='not a ParamSched state'): s2.load_state_dict({'sched': {}})
+
+from miniai.callbacks import Callback, CancelFitException
+from miniai.sched import OneCycleCB
+class _StopAfter(Callback):
+    order = 99
+    def __init__(self, n): self.n, self.i = n, 0
+    def after_batch(self, learn):
+        if learn.training:
+            self.i += 1
+            if self.i == self.n: raise CancelFitException()
+
+def test_recorder_survives_an_evaluation_pass():
+    rec = RecorderCB()
+    learn = _learner(torch.optim.AdamW, cbs=[rec]); learn.fit(1)
+    before = rec.recs
+    learn.fit(1, train=False)                      # e.g. capture_preds / tta_preds after training
+    assert rec.recs == before and len(before['loss']) == len(learn.train_dl)
+    learn.fit(1)                                   # a new training fit starts a new record
+    assert len(rec.recs['loss']) == len(learn.train_dl)
+
+def test_recorder_reads_the_param_group_after_the_optimizer_state_is_loaded():
+    # a resumed run loads the optimizer's state, which replaces its param-group dicts: the record must follow
+    rec = RecorderCB(lr=get_lr)
+    learn = _learner(torch.optim.AdamW, cbs=[rec])
+    class _Reload(Callback):
+        order = 100
+        def before_fit(self, learn): learn.opt.load_state_dict(learn.opt.state_dict())
+    learn.fit(2, cbs=[OneCycleCB(0.1), _Reload()])
+    ref = one_cycle_scheds(0.1, 2*len(learn.train_dl))
+    assert rec.recs['lr'][-1] == pytest.approx(ref['lr'](1.), rel=1e-6)
