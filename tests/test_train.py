@@ -76,7 +76,10 @@ def test_precision_is_resolved_and_reported(tmp_path):
     from miniai.accel import resolve_precision, precision_cbs, MixedPrecision, ChannelsLastCB, bf16_fast_on_cpu
     from miniai.learner import TrainCB
     assert resolve_precision('auto', 'cpu') == ('bf16' if bf16_fast_on_cpu() else 'fp32')
-    assert resolve_precision('auto', 'cuda') == 'fp16' and resolve_precision('fp32', 'cuda') == 'fp32'
+    # CUDA: bf16 (no loss scaling needed) where the GPU has it, fp16 before Ampere
+    assert resolve_precision('auto', 'cuda') == ('fp16' if torch.cuda.is_available() and not torch.cuda.is_bf16_supported()
+                                                 else 'bf16')
+    assert resolve_precision('fp32', 'cuda') == 'fp32'
     assert [type(c) for c in precision_cbs('fp32')] == [TrainCB]
     cbs = precision_cbs('bf16')
     assert [type(c) for c in cbs] == [MixedPrecision, ChannelsLastCB] and cbs[0].dtype == torch.bfloat16
@@ -163,3 +166,13 @@ def test_a_genuine_bug_keeps_its_traceback(monkeypatch, tmp_path):
     monkeypatch.setattr(mt, '_report', broken)
     with pytest.raises(RuntimeError, match='a bug in the report'):
         mt.main(['train', '--recipe', 'simple_cnn', '--epochs', '1', '--subset', '512', '--out', str(tmp_path)])
+
+
+def test_auto_precision_on_cuda_without_bf16_is_fp16(monkeypatch):
+    "Before Ampere (no bf16 on the GPU) 'auto' falls back to fp16 with loss scaling; with bf16 it picks bf16."
+    from miniai.accel import resolve_precision
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: False)
+    assert resolve_precision('auto', 'cuda') == 'fp16'
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)
+    assert resolve_precision('auto', 'cuda') == 'bf16'
