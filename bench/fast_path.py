@@ -1,18 +1,22 @@
 """The GPU fast path measured, to choose its defaults: time to 0.92 test accuracy and seconds per epoch of the flagship
 ResNet with the data on the device (uint8), per-image flips, bf16 autocast and channels-last, trained (a) by a minimal
-loop around `miniai.accel.GraphedStep` and (b) by `Learner` + `fast_cbs`, with and without CUDA graphs, for a few batch
-sizes and learning rates; then the cost of deterministic mode and fp16 vs bf16. All in one run, side by side.
+loop around `miniai.fastpath.GraphedStep` and (b) by `Learner` + `fast_cbs`, with and without CUDA graphs, for a few batch
+sizes and learning rates; the cost of deterministic mode (one line starting `deterministic`: an epoch with
+`torch.use_deterministic_algorithms(True)`, `cudnn.deterministic=True`, `cudnn.benchmark=False` against one without);
+`torch.compile(mode="reduce-overhead")` in place of our graphs; fp16 vs bf16 step times. All in one run, side by side.
 
-    python bench/fast_path.py [--budget 150] [--compile]
+    python bench/fast_path.py [--budget 150] [--no-compile]
 
-`--budget` (seconds) stops starting new configurations once spent. Without CUDA it says so and exits 0.
+The most important measurements run first; `--budget` (seconds) stops starting new ones once it would be exceeded, and
+each one skipped is printed with the reason. Without CUDA it says so and exits 0.
 """
 import argparse, contextlib, io, os, sys, time, traceback, warnings
 os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')   # needed by deterministic cuBLAS; set before CUDA starts
 import torch
 from torch import nn
 
-from miniai.accel import FAST_GPU, GraphedStep, GraphTrainCB, ChannelsLastCB, fast_cbs, fast_dls, time_train_step
+from miniai.accel import time_train_step
+from miniai.fastpath import FAST_GPU, GraphedStep, GraphTrainCB, fast_cbs, fast_dls
 from miniai.augment import FLAGSHIP, flagship_model, rand_flip, aug_cb, RandFlip
 from miniai.datasets import set_seed
 from miniai.learner import DeviceCB, Learner, MetricsCB
@@ -37,9 +41,15 @@ def make(lr, total, compile_mode=None):
     fwd = torch.compile(model, mode=compile_mode) if compile_mode else model
     return model, fwd, opt, sched
 
-def minimal_loop(bs, lr, epochs, graphs=True, dtype=torch.bfloat16, compile_mode=None, seed=42):
+def set_deterministic(on):
+    "Deterministic algorithms and cuDNN settings on or off (CUBLAS_WORKSPACE_CONFIG is set at import, before CUDA starts)."
+    torch.use_deterministic_algorithms(on, warn_only=True)   # an op without a deterministic kernel warns (listed below)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = on, False
+
+def minimal_loop(bs, lr, epochs, graphs=True, dtype=torch.bfloat16, compile_mode=None, seed=42, deterministic=False):
     "Returns [(cumulative train s, test acc)] per epoch: the loop a person would write around GraphedStep."
     set_seed(seed)
+    set_deterministic(deterministic)   # after set_seed, which sets torch's deterministic flag itself
     dls = fast_dls(bs, 'cuda')
     model, fwd, opt, sched = make(lr, epochs*len(dls.train), compile_mode)
     step = GraphedStep(fwd, nn.CrossEntropyLoss(label_smoothing=FLAGSHIP['label_smoothing']), opt, dtype, graphs=graphs)
@@ -47,6 +57,7 @@ def minimal_loop(bs, lr, epochs, graphs=True, dtype=torch.bfloat16, compile_mode
     for _ in range(epochs):
         sync(); t = time.perf_counter()
         for xb, yb in dls.train:
+            if compile_mode: torch.compiler.cudagraph_mark_step_begin()   # a new training step for compile's graphs
             step(rand_flip(xb), yb); sched.step()
         sync(); train_s += time.perf_counter() - t
         out.append((train_s, evaluate(model, dls.valid, dtype)))
@@ -75,67 +86,87 @@ def report(name, curve, step=None, thr=0.92):
     print(f"{name:44s} to {thr}: {f'{first[0]:5.2f}s (epoch {first[1]})' if first else '  not reached  '}  "
           f"epoch 1 {per_epoch[0]:.2f}s, median later epoch {steady:.3f}s, final acc {curve[-1][1]:.4f}{graph}", flush=True)
 
-def epoch_time(deterministic, epochs=2, bs=1024):
-    "Median seconds of an eager training epoch (no graph) with/without deterministic algorithms."
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, False
+def epoch_time(deterministic, bs, lr, graphs=True, epochs=2):
+    "Seconds of the last of `epochs` flagship epochs on the fast path (the first pays for warm-up and the capture)."
     try:
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter('always')
-            curve, _ = minimal_loop(bs, FAST_GPU['lr'], epochs, graphs=False)
-        nondet = sorted({str(x.message).split(' does not have')[0][:80] for x in w if 'deterministic' in str(x.message)})
-        return curve[-1][0] - curve[-2][0], nondet
-    finally:
-        torch.use_deterministic_algorithms(False); torch.backends.cudnn.deterministic = False
+            curve, step = minimal_loop(bs, lr, epochs, graphs=graphs, deterministic=deterministic)
+        nondet = sorted({str(x.message).split(' does not have')[0][:80] for x in w
+                         if 'deterministic implementation' in str(x.message)})
+        return curve[-1][0] - curve[-2][0], step, nondet
+    finally: set_deterministic(False)
+
+def determinism_cost(bs, lr):
+    "One line: an epoch with deterministic algorithms / an epoch without, on the fast path (graphs where they work)."
+    for graphs in (True, False):
+        try:
+            t_off, _, _ = epoch_time(False, bs, lr, graphs)
+            t_on, step, nondet = epoch_time(True, bs, lr, graphs)
+        except Exception as e:
+            why = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            if graphs: print(f"(deterministic with CUDA graphs failed: {why}; measuring without graphs)", flush=True); continue
+            print(f"deterministic: FAILED {why}", flush=True); return
+        print(f"deterministic mode: epoch {t_on:.3f}s vs {t_off:.3f}s = {t_on/t_off:.2f}x (flagship, bs {bs}, "
+              f"{'CUDA graph' if graphs and step is not None and step.graph is not None else 'eager'}; "
+              f"use_deterministic_algorithms + cudnn.deterministic, benchmark off); ops without a deterministic "
+              f"kernel: {nondet or 'none'}", flush=True)
+        return
+
+def compiled(bs, lr, epochs=4):
+    "The minimal loop with torch.compile(mode='reduce-overhead') (its own CUDA graphs) in place of GraphedStep's."
+    t = time.perf_counter()
+    curve, _ = minimal_loop(bs, lr, epochs, graphs=False, compile_mode='reduce-overhead')
+    report(f"compile reduce-overhead, bs {bs}, {epochs} ep (epoch 1 incl. compile)", curve, None)
+    print(f"  (torch.compile run {time.perf_counter() - t:.1f}s in all)", flush=True)
+
+def precision_steps(bs):
+    xb = torch.randn(bs, 1, 28, 28, device='cuda'); yb = torch.randint(0, 10, (bs,), device='cuda')
+    for dt in (torch.bfloat16, torch.float16, torch.bfloat16, torch.float16):
+        t = time_train_step(flagship_model(), xb, yb, amp=True, channels_last=True, n=10, dtype=dt)
+        print(f"eager step, {str(dt)[6:]} autocast + channels-last, bs {bs}: {t*1000:.2f} ms", flush=True)
+    t = time_train_step(flagship_model(), xb, yb, amp=False, channels_last=False, n=10)
+    print(f"eager step, fp32 NCHW, bs {bs}: {t*1000:.2f} ms", flush=True)
+
+def run_curve(name, fn, **kw):
+    curve, step = fn(**kw); report(name, curve, step)
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--budget', type=float, default=150)
-    p.add_argument('--compile', action='store_true', help="also try torch.compile(mode='reduce-overhead') (slow to compile)")
+    p.add_argument('--no-compile', action='store_true', help="skip torch.compile(mode='reduce-overhead')")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("fast_path: no CUDA GPU on this machine: nothing measured (the fast path is for CUDA GPUs)."); return 0
-    print(f"{torch.cuda.get_device_name()} | torch {torch.version.__version__ if hasattr(torch.version, '__version__') else torch.__version__}"
-          f" | CUDA {torch.version.cuda} | FAST_GPU {FAST_GPU}", flush=True)
+    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | CUDA {torch.version.cuda} | FAST_GPU {FAST_GPU}"
+          f" | budget {args.budget:.0f}s", flush=True)
     bs, lr = FAST_GPU['bs'], FAST_GPU['lr']
-    runs = [  # (name, function, kwargs)
-        (f'minimal loop, graph, bs {bs}, lr {lr}, 8 ep', minimal_loop, dict(bs=bs, lr=lr, epochs=8)),
-        (f'minimal loop, eager, bs {bs}, lr {lr}, 8 ep', minimal_loop, dict(bs=bs, lr=lr, epochs=8, graphs=False)),
-        (f'Learner+fast_cbs, graph, bs {bs}, 8 ep', with_learner, dict(bs=bs, lr=lr, epochs=8)),
-        (f'Learner+fast_cbs, eager, bs {bs}, 8 ep', with_learner, dict(bs=bs, lr=lr, epochs=8, graphs=False)),
-        ('minimal loop, graph, bs 512, lr 1e-2, 6 ep', minimal_loop, dict(bs=512, lr=1e-2, epochs=6)),
-        ('minimal loop, graph, bs 1024, lr 2e-2, 6 ep', minimal_loop, dict(bs=1024, lr=2e-2, epochs=6)),
-        ('minimal loop, graph, bs 2048, lr 3e-2, 10 ep', minimal_loop, dict(bs=2048, lr=3e-2, epochs=10)),
-        ('minimal loop, graph, bs 1024, lr 3e-2, 8 ep', minimal_loop, dict(bs=1024, lr=3e-2, epochs=8)),
-        ('minimal loop, graph, fp32 (no autocast), 8 ep', minimal_loop, dict(bs=bs, lr=lr, epochs=8, dtype=None)),
-        ('minimal loop, graph, seed 1, 8 ep', minimal_loop, dict(bs=bs, lr=lr, epochs=8, seed=1)),
+    # (name, estimated seconds on an H200, function, kwargs): most important first
+    runs = [
+        (f'minimal loop, graph, bs {bs}, lr {lr}, 8 ep', 8, run_curve, dict(fn=minimal_loop, bs=bs, lr=lr, epochs=8)),
+        (f'Learner+fast_cbs, graph, bs {bs}, 8 ep', 8, run_curve, dict(fn=with_learner, bs=bs, lr=lr, epochs=8)),
+        ('deterministic mode', 12, determinism_cost, dict(bs=bs, lr=lr)),
+        ('torch.compile reduce-overhead', 30, compiled, dict(bs=bs, lr=lr)),
+        (f'minimal loop, eager, bs {bs}, lr {lr}, 8 ep', 8, run_curve, dict(fn=minimal_loop, bs=bs, lr=lr, epochs=8, graphs=False)),
+        (f'Learner+fast_cbs, eager, bs {bs}, 8 ep', 8, run_curve, dict(fn=with_learner, bs=bs, lr=lr, epochs=8, graphs=False)),
+        ('precision step times', 5, precision_steps, dict(bs=bs)),
+        ('minimal loop, graph, bs 512, lr 1e-2, 6 ep', 8, run_curve, dict(fn=minimal_loop, bs=512, lr=1e-2, epochs=6)),
+        ('minimal loop, graph, bs 2048, lr 3e-2, 10 ep', 8, run_curve, dict(fn=minimal_loop, bs=2048, lr=3e-2, epochs=10)),
+        ('minimal loop, graph, bs 1024, lr 3e-2, 8 ep', 8, run_curve, dict(fn=minimal_loop, bs=1024, lr=3e-2, epochs=8)),
+        ('minimal loop, graph, fp32 (no autocast), 8 ep', 8, run_curve, dict(fn=minimal_loop, bs=bs, lr=lr, epochs=8, dtype=None)),
+        ('minimal loop, graph, seed 1, 8 ep', 8, run_curve, dict(fn=minimal_loop, bs=bs, lr=lr, epochs=8, seed=1)),
     ]
-    for name, fn, kw in runs:
-        if time.perf_counter() - T0 > args.budget: print(f"(budget spent: skipped {name})"); continue
-        try:
-            curve, step = fn(**kw); report(name, curve, step)
-        except Exception as e: print(f"{name}: FAILED {type(e).__name__}: {str(e)[:300]}"); traceback.print_exc(limit=3)
-    try:
-        t_fast, _ = epoch_time(False); t_det, nondet = epoch_time(True)
-        print(f"deterministic mode (eager epoch, bs {bs}): {t_det:.3f}s vs {t_fast:.3f}s = {t_det/t_fast:.2f}x; "
-              f"ops without a deterministic kernel: {nondet or 'none'}", flush=True)
-    except Exception as e: print(f"deterministic: FAILED {type(e).__name__}: {str(e)[:300]}")
-    try:
-        xb = torch.randn(bs, 1, 28, 28, device='cuda'); yb = torch.randint(0, 10, (bs,), device='cuda')
-        for dt in (torch.bfloat16, torch.float16, torch.bfloat16, torch.float16):
-            t = time_train_step(flagship_model(), xb, yb, amp=True, channels_last=True, n=10, dtype=dt)
-            print(f"eager step, {str(dt)[6:]} autocast + channels-last, bs {bs}: {t*1000:.2f} ms", flush=True)
-        t = time_train_step(flagship_model(), xb, yb, amp=False, channels_last=False, n=10)
-        print(f"eager step, fp32 NCHW, bs {bs}: {t*1000:.2f} ms", flush=True)
-    except Exception as e: print(f"precision step times: FAILED {type(e).__name__}: {str(e)[:300]}")
-    if args.compile and time.perf_counter() - T0 < args.budget:
-        try:
-            t = time.perf_counter()
-            curve, step = minimal_loop(bs, lr, 8, graphs=False, compile_mode='reduce-overhead')
-            report(f"torch.compile reduce-overhead (incl. compile in epoch 1)", curve, None)
-            print(f"  (whole run {time.perf_counter() - t:.1f}s)")
-        except Exception as e: print(f"torch.compile: FAILED {type(e).__name__}: {str(e)[:300]}")
-    print(f"fast_path: {time.perf_counter() - T0:.0f}s in all")
+    skipped = []
+    for name, est, fn, kw in runs:
+        if name.startswith('torch.compile') and args.no_compile: skipped.append(f"{name} (--no-compile)"); continue
+        left = args.budget - (time.perf_counter() - T0)
+        if est > left: skipped.append(f"{name} (needs ~{est}s, {max(left, 0):.0f}s of the budget left)"); continue
+        try: fn(**kw)
+        except Exception as e:
+            print(f"{name}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}", flush=True)
+            traceback.print_exc(limit=3)
+    for sk in skipped: print(f"skipped: {sk}")
+    print(f"fast_path: {time.perf_counter() - T0:.0f}s in all, {len(skipped)} measurement(s) skipped")
     return 0
 
 if __name__ == '__main__': sys.exit(main())

@@ -1,7 +1,7 @@
 """Learner overhead: the same model, data, optimizer and number of steps, trained by a hand-written PyTorch loop and
 by `Learner` with the usual callbacks (TrainCB, DeviceCB, MetricsCB, ProgressCB), interleaved in one run.
 Prints the median wall-time ratio Learner / hand-written (target <= 1.03 on the CPU, <= 1.05 on CUDA). On CUDA both
-read their batches from the library's device-resident loaders (`miniai.accel.fast_dls`), so what is compared is the
+read their batches from the library's device-resident loaders (`miniai.fastpath.fast_dls`), so what is compared is the
 loop, not the host-to-GPU copies; both time a whole epoch until the GPU has finished it.
 
     python bench/overhead.py [--reps 5] [--n-train 60000]
@@ -11,7 +11,7 @@ import argparse, statistics, time
 import torch
 import torch.nn.functional as F
 
-from miniai.accel import fast_dls, on_gpu
+from miniai.fastpath import fast_dls, on_gpu
 from miniai.conv import def_device, simple_cnn, to_device
 from miniai.datasets import fashion_dls, set_seed
 from miniai.learner import DeviceCB, Learner, MetricsCB, ProgressCB, TrainCB

@@ -1,7 +1,7 @@
 """Time to accuracy on this machine: the flagship recipe trained by `Learner` (as `miniai train` does) and by a plain
 PyTorch script with the same model, data, optimizer, schedule, loss and augmentation, in the same run. Prints the
 training seconds each needed to first reach 0.90 and 0.92 test accuracy (evaluation time excluded for both).
-On CUDA it adds the library's GPU fast path (`miniai.accel.fast_dls` + `fast_cbs`: data on the device as uint8,
+On CUDA it adds the library's GPU fast path (`miniai.fastpath.fast_dls` + `fast_cbs`: data on the device as uint8,
 per-image flips there, bf16 autocast, channels-last, CUDA graphs, `FAST_GPU`'s batch size and lr) trained by
 `Learner`, and the same written as plain PyTorch (without graphs), with every row's time as a ratio to plain PyTorch.
 
@@ -17,7 +17,7 @@ from miniai.datasets import fashion_dls, set_seed
 from miniai.learner import DeviceCB, Learner, MetricsCB, TrainCB
 from miniai.metrics import Accuracy
 from miniai.conv import def_device
-from miniai.accel import FAST_GPU, fast_cbs, fast_dls, on_gpu
+from miniai.fastpath import FAST_GPU, fast_cbs, fast_dls, on_gpu
 from miniai.augment import RandFlip, rand_flip
 from miniai.sched import BatchSchedCB
 

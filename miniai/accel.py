@@ -1,6 +1,6 @@
-"""Training in 16-bit floats where it is safe (autocast, loss scaling, skipping overflowed steps), the same with
-Hugging Face accelerate (device placement, mixed precision, gradient accumulation), and a GPU fast path: the data
-kept on the device, no waiting for the GPU, and each training step replayed as one CUDA graph.
+"""Training in 16-bit floats where it is safe (autocast, loss scaling, skipping overflowed steps), channels-last and
+small convolutions as one matmul on the CPU, and the same with Hugging Face accelerate (device placement, mixed
+precision, gradient accumulation).
 
 Docs: https://miniai.github.io/miniai/accel.html.md"""
 
@@ -8,21 +8,20 @@ Docs: https://miniai.github.io/miniai/accel.html.md"""
 
 # %% ../nbs/12_accel.ipynb #da2043ec
 from __future__ import annotations
-import time, warnings
-import numpy as np
+import time
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .callbacks import Callback
 from .conv import def_device, to_device
-from .datasets import DataLoaders, TensorBatchSampler, fashion_mnist_arrays, FASHION_MEAN, FASHION_STD
-from .learner import TrainCB, DeviceCB, compute_loss
+from .datasets import DataLoaders
+from .learner import TrainCB, DeviceCB
 
 # %% auto #0
-__all__ = ['PRECISION_MODES', 'PRECISIONS', 'FAST_GPU', 'MixedPrecision', 'ChannelsLastCB', 'bf16_fast_on_cpu', 'time_train_step',
+__all__ = ['PRECISION_MODES', 'PRECISIONS', 'MixedPrecision', 'ChannelsLastCB', 'bf16_fast_on_cpu', 'time_train_step',
            'precision_speeds', 'resolve_precision', 'precision_cbs', 'SmallConv2d', 'matmul_small_convs',
-           'AccelerateCB', 'DeviceDL', 'fast_dls', 'GraphedStep', 'GraphTrainCB', 'on_gpu', 'fast_cbs']
+           'AccelerateCB']
 
 # %% ../nbs/12_accel.ipynb #81f781dd
 class MixedPrecision(TrainCB):
@@ -218,153 +217,3 @@ class AccelerateCB(TrainCB):
             del model.forward
         learn.model, learn.opt, learn.dls = self.orig
         self.acc.free_memory()
-
-# %% ../nbs/12_accel.ipynb #f0a00003
-class DeviceDL:
-    "Batches `(x, y)` sliced from uint8 images kept on `device` and normalised there: `tensor_dl`'s batches, no host work."
-    def __init__(self, x, y, bs=1024, shuffle=False, drop_last=False, generator=None, device=None,
-                 mean=FASHION_MEAN, std=FASHION_STD):
-        if x.dtype != torch.uint8: raise TypeError(f"DeviceDL keeps uint8 images (0..255), got dtype {x.dtype}")
-        if len(x) != len(y): raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
-        self.device = torch.device(device or def_device)
-        self.x, self.y, self.mean, self.std, self.bs = x.to(self.device), y.to(self.device), mean, std, bs
-        self.sampler = TensorBatchSampler(len(x), bs, shuffle, drop_last, generator)   # tensor_dl's order and RNG use
-
-    def __len__(self): return len(self.sampler)
-
-    def normalise(self, xb):
-        "uint8 (B, C, H, W) → float in [0, 1], minus `mean`, over `std`: `fashion_tensors`' steps, in its order."
-        return xb.float().div_(255).sub_(self.mean).div_(self.std)
-
-    def __iter__(self):
-        idxs = list(self.sampler)                    # this epoch's batches of indices, drawn on the CPU...
-        if not idxs: return
-        order = torch.cat(idxs).to(self.device)      # ...sent to the device once per epoch, not once per batch
-        for idx in order.split([len(i) for i in idxs]): yield self.normalise(self.x[idx]), self.y[idx]
-
-def fast_dls(bs=1024, device=None, n_train=None, n_valid=None, path=None, generator=None, drop_last=True):
-    "Fashion-MNIST `DataLoaders` kept on `device` as uint8: training shuffled (`drop_last`), the test set as validation (2×`bs`)."
-    arrays = fashion_mnist_arrays(path)
-    def split(name, n):
-        x, y = arrays[name]
-        return torch.from_numpy(np.ascontiguousarray(x[:n])).unsqueeze(1), torch.from_numpy(np.ascontiguousarray(y[:n]))
-    return DataLoaders(DeviceDL(*split('train', n_train), bs=bs, shuffle=True, drop_last=drop_last,
-                                generator=generator, device=device),
-                       DeviceDL(*split('test', n_valid), bs=2*bs, device=device))
-
-# %% ../nbs/12_accel.ipynb #f0a00007
-class GraphedStep:
-    "One training step (autocast forward, loss, backward, optimizer step); on CUDA replayed as one CUDA graph after `warmup` steps."
-    def __init__(self, model, loss_func, opt, dtype=torch.bfloat16, graphs=True, warmup=3):
-        self.model, self.loss_func, self.opt, self.dtype = model, loss_func, opt, dtype
-        self.graphs, self.warmup, self.n_warm, self.graph, self.why_eager = graphs, warmup, 0, None, None
-
-    def forward(self, x, y):
-        "Predictions and loss under autocast to `dtype` (None: no autocast)."
-        with torch.autocast(x.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None,
-                            cache_enabled=False):        # no cached casts of the weights: a graph must not keep stale ones
-            preds = self.model(x)
-            return preds, compute_loss(self.loss_func, preds, y)
-
-    def eager(self, x, y):
-        "The step without a graph (after a capture the gradients are the graph's tensors: zeroed, not freed)."
-        self.opt.zero_grad(set_to_none=self.graph is None)
-        preds, loss = self.forward(x, y)
-        loss.backward(); self.opt.step()
-        return preds.detach(), loss.detach()   # nothing may keep this step's autograd graph alive into a capture
-
-    def __call__(self, x, y):
-        "Train on batch `(x, y)`; returns `(preds, loss)`, which a graph overwrites at its next replay."
-        if self.graphs and x.is_cuda and self.why_eager is None:
-            if self.graph is None and self.n_warm < self.warmup: return self._warmup(x, y)
-            if self.graph is None: self._capture(x, y)
-            if self.graph is not None and x.shape == self.x.shape and y.shape == self.y.shape:
-                if self._frozen() == self.frozen: return self._replay(x, y)
-                self._eager_from_now("an optimizer without `capturable` changed a hyper-parameter")
-        return self.eager(x, y)
-
-    def _warmup(self, x, y):
-        if self.n_warm == 0: self._make_capturable(x.device)
-        self.n_warm += 1
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side): out = self.eager(x, y)
-        torch.cuda.current_stream().wait_stream(side)
-        return out
-
-    def _make_capturable(self, device):
-        "Adam-style optimizers: step counts on the GPU, lr and betas accepted as tensors (`capturable=True`)."
-        for pg in self.opt.param_groups:
-            if 'capturable' in pg and not pg.get('fused'): pg['capturable'] = True
-        for st in self.opt.state.values():   # e.g. loaded from a checkpoint, with the step count on the CPU
-            if torch.is_tensor(st.get('step')): st['step'] = st['step'].to(device)
-
-    def _frozen(self):
-        "The hyper-parameters a replay cannot change: those of param groups without tensor lr/betas."
-        return [(None if t else pg['lr'], pg.get('betas'), pg.get('momentum')) for pg, t in zip(self.opt.param_groups, self.hypers)]
-
-    def _capture(self, x, y):
-        self.x, self.y, self.hypers, saved = x.clone(), y.clone(), [], []
-        for pg in self.opt.param_groups:
-            saved.append({'lr': pg['lr']})
-            t = None
-            if pg.get('capturable') or pg.get('fused'):   # lr as a tensor; betas stay floats (frozen, checked each step)
-                t = {'lr': torch.tensor(float(pg['lr']), device=x.device)}
-                pg.update(t)
-            self.hypers.append(t)
-        self.frozen = self._frozen()
-        self.opt.zero_grad(set_to_none=True)     # so the captured backward writes (not adds) the gradients
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                self.preds, self.loss = self.forward(self.x, self.y)
-                self.loss.backward(); self.opt.step()
-            self.graph = graph
-        except Exception as e:   # CUDA's random-number state is not usable after a failed capture: stop here, clearly
-            raise RuntimeError(f"GraphedStep: capturing the training step in a CUDA graph failed ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0]}); train without graphs: fast_cbs(graphs=False).") from e
-        finally:
-            for pg, s in zip(self.opt.param_groups, saved): pg.update(s)   # floats again for the scheduler
-
-    def _replay(self, x, y):
-        self.x.copy_(x); self.y.copy_(y)
-        for pg, t in zip(self.opt.param_groups, self.hypers):   # this step's lr and betas, as the scheduler set them
-            if t is None: continue
-            t['lr'].fill_(pg['lr'])
-        self.graph.replay()
-        return self.preds, self.loss
-
-    def _eager_from_now(self, why):
-        warnings.warn(f"GraphedStep: {why}; training continues without a CUDA graph (same numbers, slower).")
-        self.why_eager = why
-
-# %% ../nbs/12_accel.ipynb #f0a0000b
-class GraphTrainCB(TrainCB):
-    "`TrainCB` for the GPU fast path: each training step is one `GraphedStep` (a CUDA graph on the GPU) under `dtype` autocast."
-    order = MixedPrecision.order
-    def __init__(self, dtype=torch.bfloat16, graphs=True, warmup=3):
-        super().__init__(n_inp=1)
-        self.dtype, self.graphs, self.warmup = dtype, graphs, warmup
-
-    def before_fit(self, learn):
-        self.run = GraphedStep(learn.model, learn.loss_func, learn.opt, self.dtype, self.graphs, self.warmup)
-
-    def predict(self, learn):
-        if learn.training: learn.preds, learn.loss = self.run(*learn.batch[:2])
-        else: learn.preds, learn.loss = self.run.forward(*learn.batch[:2])
-    def get_loss(self, learn): pass     # computed with the predictions
-    def backward(self, learn): pass     # done inside the step
-    def step(self, learn): pass
-    def zero_grad(self, learn): pass
-
-FAST_GPU = dict(bs=1024, lr=2e-2)   # the flagship's batch size and peak lr on the fast path (0.92 in 8 epochs on an H200)
-
-def on_gpu(device=None) -> bool:
-    "True where the GPU fast path applies: `device` (default: the best available here) is a CUDA device."
-    return torch.device(device or def_device).type == 'cuda' and torch.cuda.is_available()
-
-def fast_cbs(precision='bf16', graphs=False):
-    "The training callbacks of the GPU fast path: `GraphTrainCB` (bf16 autocast, CUDA graphs) and `ChannelsLastCB`."
-    dtypes = {'bf16': torch.bfloat16, 'fp32': None}
-    if precision not in dtypes: raise ValueError(f"the fast path trains in 'bf16' or 'fp32', got {precision!r}")
-    return [GraphTrainCB(dtypes[precision], graphs=graphs), ChannelsLastCB()]
