@@ -14,7 +14,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .callbacks import Callback
+from fastcore.basics import patch
+
+from .callbacks import Callback, CancelFitException
+from .learner import Learner
 from .conv import to_cpu
 from .datasets import show_images
 from .init import BatchTransformCB
@@ -172,6 +175,17 @@ def show_image_batch(x, tfm=None, n=16, ncols=8, **kwargs):
     x = x[:n] if tfm is None else tfm(x[:n])
     return show_images(to_cpu(x), ncols=ncols, **kwargs)
 
+class _GrabBatch(Callback):
+    "Stop fitting once the first batch has gone through the `before_batch` callbacks (augmentations): no step is taken."
+    order = 1000
+    def before_batch(self, learn): raise CancelFitException()
+
+@patch
+def show_image_batch(self: Learner, max_n=9, cbs=None, **kwargs):
+    "The course's `learn.show_image_batch()`: the first `max_n` inputs of a training batch as the model would see them."
+    self.fit(1, cbs=[_GrabBatch(), *([] if cbs is None else cbs)])
+    return show_images(to_cpu(self.batch[0][:max_n]), **kwargs)
+
 # %% ../nbs/11_augment.ipynb #db01d74d
 class Dropout(nn.Module):
     "Zero each element with probability `p` in training, scale the rest by 1/(1-p); identity in eval."
@@ -193,19 +207,27 @@ class Dropout2d(Dropout):
 
 # %% ../nbs/11_augment.ipynb #7c61fc0c
 class CapturePreds(Callback):
-    "Collect `learn.preds` and the targets of every validation batch into `preds`/`targs` (on the CPU)."
-    def before_fit(self, learn): self.all_preds, self.all_targs = [], []
+    "Collect `learn.preds` and the targets (and the inputs if `inps`) of every validation batch, on the CPU."
+    def __init__(self, inps=False): self.inps = inps
+    def before_fit(self, learn): self.all_preds, self.all_targs, self.all_inps = [], [], []
     def after_batch(self, learn):
         if learn.training: return
         self.all_preds.append(to_cpu(learn.preds)); self.all_targs.append(to_cpu(learn.batch[1]))
+        if self.inps: self.all_inps.append(to_cpu(learn.batch[0]))
     def after_fit(self, learn):
         self.preds, self.targs = torch.cat(self.all_preds), torch.cat(self.all_targs)
+        if self.inps: self.inputs = torch.cat(self.all_inps)
 
-def capture_preds(learn, cbs=()):
-    "Run one validation pass of `learn` (no training) with `cbs`; return (preds, targets)."
-    cp = CapturePreds()
-    learn.fit(1, train=False, cbs=[cp, *cbs])
-    return cp.preds, cp.targs
+def capture_preds(learn, cbs=(), inps=False):
+    "Run one validation pass of `learn` (no training) with `cbs`; return (preds, targets), and the inputs if `inps`."
+    cp = CapturePreds(inps)
+    learn.fit(1, train=False, cbs=[cp, *([] if cbs is None else cbs)])
+    return (cp.preds, cp.targs, cp.inputs) if inps else (cp.preds, cp.targs)
+
+@patch
+def capture_preds(self: Learner, cbs=None, inps=False):
+    "The course's `learn.capture_preds(cbs, inps)`: the function `capture_preds` as a method."
+    return capture_preds(self, cbs, inps)
 
 def _probs(p): return F.softmax(p.float(), dim=-1)
 

@@ -152,3 +152,14 @@ def test_flagship_learns_real_data_and_tta_helps_not_hurts():
 
 def test_flagship_model_shape():
     assert flagship_model()(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+def test_course_learner_methods():
+    learn = _learner()
+    p, t = capture_preds(learn)
+    p2, t2, x2 = learn.capture_preds(inps=True)                  # the course's method form
+    assert torch.equal(p, p2) and torch.equal(t, t2) and x2.shape == (20, 1, 8, 8)
+    w = learn.model[0].weight.detach().clone()
+    learn.cbs.append(aug_cb(RandFlip(p=1.)))
+    learn.show_image_batch(max_n=4)
+    assert torch.equal(learn.model[0].weight, w)                            # shown, not trained on
+    assert torch.equal(learn.batch[0], learn.dls[0][0][0].flip(-1))       # the batch after the augmentation
