@@ -67,7 +67,7 @@ def with_learner(bs, lr, epochs, graphs=True, seed=42):
     set_seed(seed)
     dls = fast_dls(bs, 'cuda')
     metrics = MetricsCB(accuracy=Accuracy(), quiet=True)
-    sched = BatchSchedCB(lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs*len(dls.train), cycle_momentum=False))
+    sched = OneCycleCB(lr, cycle_momentum=False)   # a CUDA graph replays the step: only the lr may change
     learn = Learner(flagship_model(), dls, nn.CrossEntropyLoss(label_smoothing=FLAGSHIP['label_smoothing']), lr=lr,
                     opt_func=lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=FLAGSHIP['wd']),
                     cbs=[DeviceCB('cuda'), *fast_cbs(graphs=graphs), aug_cb(RandFlip()), metrics, sched])

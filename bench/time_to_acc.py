@@ -19,7 +19,7 @@ from miniai.metrics import Accuracy
 from miniai.conv import def_device
 from miniai.fastpath import FAST_GPU, fast_cbs, fast_dls, on_gpu
 from miniai.augment import RandFlip, rand_flip
-from miniai.sched import BatchSchedCB
+from miniai.sched import OneCycleCB
 
 THRESHOLDS = (0.90, 0.92)
 
@@ -51,7 +51,6 @@ def plain_pytorch(dls, epochs, device):
 
 def with_learner(dls, epochs, device):
     "The recipe as `miniai train` runs it: returns [(cumulative training seconds, test accuracy)] per epoch."
-    from miniai.train import OneCycleCB
     metrics = MetricsCB(accuracy=Accuracy())
     learn = Learner(flagship_model(), dls, nn.CrossEntropyLoss(label_smoothing=FLAGSHIP['label_smoothing']),
                     lr=FLAGSHIP['lr'], opt_func=lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=FLAGSHIP['wd']),
@@ -94,7 +93,7 @@ def learner_fast(epochs, device='cuda'):
     bs, lr = FAST_GPU['bs'], FAST_GPU['lr']
     dls = fast_dls(bs, device)
     metrics = MetricsCB(accuracy=Accuracy())
-    sched = BatchSchedCB(lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs*len(dls.train), cycle_momentum=False))
+    sched = OneCycleCB(lr, cycle_momentum=False)   # a CUDA graph replays the step: only the lr may change between steps
     learn = Learner(flagship_model(), dls, nn.CrossEntropyLoss(label_smoothing=FLAGSHIP['label_smoothing']), lr=lr,
                     opt_func=lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=FLAGSHIP['wd']),
                     cbs=[DeviceCB(device), *fast_cbs(graphs=True), aug_cb(RandFlip()), metrics, sched])

@@ -664,4 +664,5 @@ d = { 'settings': { 'branch': 'main',
                               'miniai.train.confusion_matrix': ('train.html#confusion_matrix', 'miniai/train.py'),
                               'miniai.train.main': ('train.html#main', 'miniai/train.py'),
                               'miniai.train.parse_args': ('train.html#parse_args', 'miniai/train.py'),
+                              'miniai.train.run_settings': ('train.html#run_settings', 'miniai/train.py'),
                               'miniai.train.train': ('train.html#train', 'miniai/train.py')}}}

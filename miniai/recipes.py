@@ -13,6 +13,7 @@ from .callbacks import Callback
 from .conv import simple_cnn
 from .resnet import resnet
 from .augment import FLAGSHIP, flagship_model, flagship_tfms
+from .fastpath import FAST_GPU
 
 # %% auto #0
 __all__ = ['RECORDS', 'RECIPES', 'DEFAULT_RECIPE', 'record_model', 'Recipe', 'recipe_table', 'RecipeCB', 'checkpoint_recipe',
@@ -54,24 +55,27 @@ class Recipe:
     flips: bool = False           # trained with random flips: flip TTA is reported
     figure: str = ''              # what it reached, where and when (from bench/records and the README)
     command: str = ''             # the command that reproduced the figure
+    gpu: dict = None              # bs/lr/epochs that replace the above on the CUDA fast path (`miniai.fastpath`)
 
     def settings(self) -> dict:
         "The training settings as plain values (no functions)."
         return {k: v for k, v in asdict(self).items() if k not in ('name', 'description', 'make_model', 'make_tfms',
-                                                                    'figure', 'command')}
+                                                                    'figure', 'command', 'gpu')}
 
-def _resnet_recipe(name, doc, make_model, s, figure, command):
+def _resnet_recipe(name, doc, make_model, s, figure, command, gpu=None):
     "A `Recipe` whose settings come from the dict `s` (`FLAGSHIP` or a `RECORDS` entry), in 'auto' precision, with flips."
     return Recipe(name, doc, make_model, lr=s['lr'], bs=s['bs'], epochs=s['epochs'], wd=s['wd'],
                   label_smoothing=s['label_smoothing'], make_tfms=partial(flagship_tfms, s['pad'], s['erase']),
-                  pct_start=s.get('pct_start', Recipe.pct_start), precision='auto', flips=True, figure=figure, command=command)
+                  pct_start=s.get('pct_start', Recipe.pct_start), precision='auto', flips=True, figure=figure, command=command,
+                  gpu=gpu)
 
 # %% ../nbs/13_recipes.ipynb #55320c1a
 RECIPES = {
     'resnet': _resnet_recipe(
         'resnet', f"the flagship ResNet {FLAGSHIP['nfs']} with per-image flips, label smoothing", flagship_model, FLAGSHIP,
         "0.9225 test accuracy, 0.9237 with flip TTA, in 84 s of training (4 epochs, bf16 + channels-last, "
-        "2-core x86-64 CPU, 2026-12-02)", "miniai train --recipe resnet"),
+        "2-core x86-64 CPU, 2026-12-02)", "miniai train --recipe resnet",
+        gpu={**FAST_GPU, 'epochs': 8}),   # the fast path's larger batch wants more, shorter epochs (12b_fastpath)
     'simple_cnn': Recipe(
         'simple_cnn', "the lessons' stride-2 CNN (1→8→16→32→64→10) with BatchNorm", lambda: simple_cnn(norm=True),
         lr=1e-2, bs=256, epochs=5, figure="0.908 test accuracy in 30 s of training (5 epochs, fp32, 2-core x86-64 CPU)",

@@ -7,6 +7,7 @@ Docs: https://miniai.github.io/miniai/train.html.md"""
 # %% ../nbs/20_train.ipynb #7642ce25
 from __future__ import annotations
 import argparse, json, math, platform, sys, time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -16,18 +17,19 @@ from torch import nn
 from .datasets import fashion_dls, fashion_mnist_arrays, set_seed, FASHION_CLASSES
 from .conv import def_device
 from .metrics import Accuracy
-from .checkpoint import CheckpointCB, CheckpointError, atomic_save, read_checkpoint
+from .checkpoint import CheckpointCB, CheckpointError, atomic_save, read_checkpoint, deterministic_training
 from .learner import Learner, DeviceCB, MetricsCB, ProgressCB
 from .sgd import RecorderCB
 from .sched import OneCycleCB
 from .augment import aug_cb, hflip, tta_preds
 from .accel import PRECISIONS, resolve_precision, precision_cbs, matmul_small_convs
-from .distributed import DDPCB, ddp_setup, dist_env, rank_device, sync_batchnorm
+from .distributed import DDPCB, NotEnoughGPUsError, ddp_setup, dist_env, rank_device, sync_batchnorm
+from .fastpath import fast_dls, fast_cbs, on_gpu
 from .recipes import RECIPES, DEFAULT_RECIPE, Recipe, RecipeCB, checkpoint_recipe
 
 # %% auto #0
-__all__ = ['UsageError', 'check_args', 'parse_args', 'confusion_matrix', 'train', 'main', 'RECIPES', 'DEFAULT_RECIPE', 'Recipe',
-           'OneCycleCB']
+__all__ = ['FAST_GRAPHS', 'UsageError', 'check_args', 'run_settings', 'parse_args', 'confusion_matrix', 'train', 'main',
+           'RECIPES', 'DEFAULT_RECIPE', 'Recipe', 'OneCycleCB']
 
 # %% ../nbs/20_train.ipynb #c5ecd787
 # re-exported for scripts written against earlier versions: the recipes live in `miniai.recipes`, 1cycle in `miniai.sched`
@@ -58,18 +60,24 @@ def check_args(args) -> Recipe:
     args.out = _check_out_dir(Path(args.out)) if rank == 0 else Path(args.out).expanduser()   # only rank 0 writes
     if args.resume and not (args.out/'checkpoint.pth').is_file():
         raise UsageError(f"--resume: there is no checkpoint at {args.out/'checkpoint.pth'} to resume from.")
-    bs = args.bs or RECIPES[args.recipe].bs
+    bs = run_settings(args, RECIPES[args.recipe], world)['bs']
     if bs % world: raise UsageError(f"--bs {bs} must be divisible by the {world} processes (each takes bs/{world} items of "
                                     f"every batch, so the global batch stays {bs}); try --bs {bs - bs % world or world}.")
     if args.precision is not None and args.precision not in PRECISIONS:
         raise UsageError(f"--precision {args.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}.")
     if args.subset is not None and args.subset <= 0: raise UsageError(f"--subset must be a positive integer, got {args.subset}.")
-    if args.subset is not None and math.ceil(args.subset/bs) * (args.epochs or RECIPES[args.recipe].epochs) < 2:
+    if args.subset is not None and math.ceil(args.subset/bs) * run_settings(args, RECIPES[args.recipe], world)['epochs'] < 2:
         raise UsageError(f"--subset {args.subset} with --bs {bs} gives a single training batch; the 1cycle schedule needs "
                          "at least 2: use a larger --subset, a smaller --bs or more --epochs.")
     try: fashion_mnist_arrays(args.data)
     except (FileNotFoundError, ValueError) as e: raise UsageError(f"data: {e}") from None
     return RECIPES[args.recipe]
+
+def run_settings(args, recipe, world=1) -> dict:
+    "Epochs, lr, bs and whether the CUDA fast path runs: the command line's, else the recipe's (its `gpu` ones there)."
+    fast = world == 1 and on_gpu(args.device or def_device) and not args.no_fast   # one process on a CUDA GPU (12b)
+    base = {'epochs': recipe.epochs, 'lr': recipe.lr, 'bs': recipe.bs, **((recipe.gpu or {}) if fast else {})}
+    return dict(epochs=args.epochs or base['epochs'], lr=args.lr or base['lr'], bs=args.bs or base['bs'], fast=fast)
 
 def _device_ok(dev):
     try: torch.empty(1, device=dev); return True
@@ -91,9 +99,16 @@ def parse_args(argv=None):
                    "then /usr/share/datasets/fashion-mnist, then the HF hub)")
     p.add_argument('--subset', type=int, default=None, help="train on the first N training images only (quick runs)")
     p.add_argument('--precision', default=None, help="fp32, bf16, fp16, or auto: 16-bit autocast + channels-last where "
-                   "the hardware is fast at it (bf16 on CPUs with AVX512-bf16/AMX, fp16 on CUDA) (default: the recipe's)")
+                   "the hardware is fast at it (bf16 on CPUs with AVX512-bf16/AMX and on CUDA GPUs that have it, else "
+                   "fp16) (default: the recipe's)")
     p.add_argument('--resume', action='store_true', help="continue from --out/checkpoint.pth (saved after every "
-                   "epoch) up to --epochs; the result is the same as an uninterrupted run")
+                   "epoch) up to --epochs; the result is the same as an uninterrupted run (on CUDA: with "
+                   "--deterministic, the default)")
+    p.add_argument('--deterministic', action=argparse.BooleanOptionalAction, default=True, help="on CUDA, deterministic "
+                   "kernels (cuDNN without autotuning, deterministic algorithms), so a resumed run equals an uninterrupted "
+                   "one; --no-deterministic trades that for speed (default: on; the CPU's kernels are deterministic anyway)")
+    p.add_argument('--no-fast', action='store_true', help="on a CUDA GPU, train without the fast path (12b_fastpath: "
+                   "data kept on the GPU, the recipe's GPU batch size, lr and epochs, bf16)")
     return p.parse_args(argv)
 
 # %% ../nbs/20_train.ipynb #80ab3c85
@@ -146,6 +161,8 @@ def _plot_examples(path, x, preds, targs, classes, n=24):
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
 # %% ../nbs/20_train.ipynb #265f87b5
+FAST_GRAPHS = False   # CUDA graphs on the fast path (12b_fastpath): off until measured on a GPU
+
 def train(args) -> dict | None:
     "Train `args.recipe` as asked by parsed `args` (see `parse_args`); write the report to `args.out`; return the metrics."
     recipe = check_args(args)
@@ -180,11 +197,14 @@ def _round(o, nd=4):
 
 def _train(args, recipe, rank, world):
     "The run; with `world` > 1 processes, DDP on shards of each batch, and only rank 0 writes and returns the report."
-    epochs, lr, bs = args.epochs or recipe.epochs, args.lr or recipe.lr, args.bs or recipe.bs
+    s = run_settings(args, recipe, world)
+    epochs, lr, bs = s['epochs'], s['lr'], s['bs']
     device = rank_device(args.device or def_device)
     precision = resolve_precision(args.precision or recipe.precision, device)
+    fast = s['fast'] and precision in ('bf16', 'fp32')   # the fast path has no fp16 loss scaling
     set_seed(args.seed)
-    dls = fashion_dls(bs=bs, n_train=args.subset, path=args.data)
+    dls = (fast_dls(bs, device, n_train=args.subset, path=args.data, drop_last=False) if fast else
+           fashion_dls(bs=bs, n_train=args.subset, path=args.data))
     metrics = MetricsCB(accuracy=Accuracy(), quiet=rank != 0)   # only rank 0 prints
     rec = RecorderCB()                                          # lr, momentum and loss of every batch
     opt = lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=recipe.wd)
@@ -195,20 +215,25 @@ def _train(args, recipe, rank, world):
     if device.type == 'cpu': matmul_small_convs(model)   # tiny feature maps as one matmul: same numbers, faster (12_accel)
     if world > 1: model = sync_batchnorm(model, device)   # BatchNorm statistics over the global batch, not the shard
     main_cbs = [ProgressCB(), CheckpointCB(out/'checkpoint.pth')] if rank == 0 else []
-    learn = Learner(model, dls, loss_func, lr=lr, opt_func=opt, cbs=[*precision_cbs(precision), DeviceCB(device), *augs, metrics,
-                    rec, OneCycleCB(lr, pct_start=recipe.pct_start), RecipeCB(recipe.name), *main_cbs,
-                    *([DDPCB()] if world > 1 else [])])
+    # on the fast path with CUDA graphs a replayed step can only change the lr, so momentum is not cycled there
+    train_cbs = fast_cbs(precision, graphs=FAST_GRAPHS) if fast else precision_cbs(precision)
+    sched = OneCycleCB(lr, pct_start=recipe.pct_start, cycle_momentum=not (fast and FAST_GRAPHS))
+    learn = Learner(model, dls, loss_func, lr=lr, opt_func=opt, cbs=[*train_cbs, DeviceCB(device), *augs, metrics,
+                    rec, sched, RecipeCB(recipe.name), *main_cbs, *([DDPCB()] if world > 1 else [])])
     if args.resume:
         ck = out/'checkpoint.pth'
         _check_resume(ck, recipe, epochs*len(dls.train) if world == 1 else None)   # DDP shards the batches later
         try: done = learn.load(ck)
         except CheckpointError as e: raise UsageError(f"--resume: {_short(e)}") from None
         if rank == 0: print(f"resuming after epoch {done} of {epochs}")
-    t0 = time.perf_counter()
-    learn.fit(epochs)
-    train_time = time.perf_counter() - t0
+    exact = deterministic_training() if args.deterministic and device.type == 'cuda' else nullcontext()
+    with exact:
+        t0 = time.perf_counter()
+        learn.fit(epochs)
+        if device.type == 'cuda': torch.cuda.synchronize(device)
+        train_time = time.perf_counter() - t0
     if rank != 0: return None
-    return _report(args, recipe, learn, metrics, rec, dict(epochs=epochs, lr=lr, bs=bs, device=device, precision=precision,
+    return _report(args, recipe, learn, metrics, rec, dict(epochs=epochs, lr=lr, bs=bs, device=device, precision=precision, fast=fast,
                                                             world=world, train_time=train_time, loss_func=loss_func))
 
 def _report(args, recipe, learn, metrics, rec, run):
@@ -218,6 +243,7 @@ def _report(args, recipe, learn, metrics, rec, run):
     recs = rec.recs   # every batch's lr, momentum and loss, read from the device in one go
     report = dict(recipe=recipe.name, description=recipe.description, epochs=run['epochs'], lr=run['lr'], bs=run['bs'],
                   seed=args.seed, subset=args.subset, device=str(run['device']), precision=run['precision'],
+                  fast_path=run['fast'],
                   processes=run['world'], train_seconds=run['train_time'],
                   test_accuracy=valid[-1]['accuracy'], test_loss=valid[-1]['loss'],
                   history=[{**r, 'lr_end': recs['lr'][min(len(recs['lr']), (r['epoch'] + 1)*n_batches) - 1]}
@@ -240,7 +266,8 @@ def _report(args, recipe, learn, metrics, rec, run):
     _plot_losses(out/'loss.png', recs['loss'], n_batches, [r['loss'] for r in valid])
     _plot_schedule(out/'lr.png', recs['lr'], recs['mom'])
     _plot_confusion(out/'confusion.png', cm, FASHION_CLASSES)
-    _plot_examples(out/'examples.png', dls.valid.dataset.tensors[0], preds, targs, FASHION_CLASSES)
+    valid_x = dls.valid.x.cpu() if hasattr(dls.valid, 'x') else dls.valid.dataset.tensors[0]   # fast path: uint8 on the GPU
+    _plot_examples(out/'examples.png', valid_x, preds, targs, FASHION_CLASSES)
     atomic_save(learn.model.state_dict(), out/'model.pth')
     return report
 
@@ -254,7 +281,7 @@ def main(argv=None):
         return 2
     args = parse_args(argv)
     try: report = train(args)
-    except UsageError as e:
+    except (UsageError, NotEnoughGPUsError) as e:
         print(f"miniai train: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -83,7 +83,7 @@ def test_precision_is_resolved_and_reported(tmp_path):
     assert [type(c) for c in precision_cbs('fp32')] == [TrainCB]
     cbs = precision_cbs('bf16')
     assert [type(c) for c in cbs] == [MixedPrecision, ChannelsLastCB] and cbs[0].dtype == torch.bfloat16
-    res = miniai('--recipe', 'resnet', '--epochs', '1', '--subset', '1024', '--precision', 'bf16', '--out', tmp_path)
+    res = miniai('--recipe', 'resnet', '--epochs', '1', '--subset', '1024', '--bs', '256', '--precision', 'bf16', '--out', tmp_path)
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / 'metrics.json').read_text())
     assert report['precision'] == 'bf16' and report['test_accuracy'] > 0.3   # 1 epoch on 1,024 images: far above chance
@@ -176,3 +176,38 @@ def test_auto_precision_on_cuda_without_bf16_is_fp16(monkeypatch):
     assert resolve_precision('auto', 'cuda') == 'fp16'
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)
     assert resolve_precision('auto', 'cuda') == 'bf16'
+
+
+def test_run_settings_take_the_recipes_gpu_settings_on_the_fast_path(monkeypatch):
+    "On one CUDA process the recipe's `gpu` settings replace its bs/lr/epochs; the command line still wins; else unchanged."
+    import miniai.train as mt
+    from miniai.recipes import RECIPES
+    from miniai.fastpath import FAST_GPU
+    r = RECIPES['resnet']
+    cpu = mt.run_settings(mt.parse_args([]), r)
+    assert cpu == dict(epochs=r.epochs, lr=r.lr, bs=r.bs, fast=False) and not mt.on_gpu('cpu')
+    monkeypatch.setattr(mt, 'on_gpu', lambda device=None: True)
+    assert mt.run_settings(mt.parse_args([]), r) == dict(epochs=8, lr=FAST_GPU['lr'], bs=FAST_GPU['bs'], fast=True)
+    assert mt.run_settings(mt.parse_args(['--bs', '64', '--epochs', '2']), r) == dict(epochs=2, lr=FAST_GPU['lr'], bs=64, fast=True)
+    assert mt.run_settings(mt.parse_args(['--no-fast']), r)['fast'] is False
+    assert mt.run_settings(mt.parse_args([]), r, world=2) == dict(epochs=r.epochs, lr=r.lr, bs=r.bs, fast=False)
+    s = RECIPES['simple_cnn']   # no GPU settings: its own, on the fast path's data loaders
+    assert mt.run_settings(mt.parse_args([]), s) == dict(epochs=s.epochs, lr=s.lr, bs=s.bs, fast=True)
+
+
+def test_too_few_gpus_is_one_line_exit_2(monkeypatch, tmp_path, capsys):
+    "torchrun with more processes than GPUs: the distributed module's one line, exit 2, no traceback."
+    import miniai.train as mt
+    from miniai.distributed import NotEnoughGPUsError
+    def refuse(args): raise NotEnoughGPUsError("2 processes on this machine but 1 CUDA GPU: use --nproc-per-node 1")
+    monkeypatch.setattr(mt, 'train', refuse)
+    assert mt.main(['train', '--out', str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["miniai train: error: 2 processes on this machine but 1 CUDA GPU: use --nproc-per-node 1"]
+
+
+def test_deterministic_flag_defaults_on_and_is_documented():
+    import miniai.train as mt
+    assert mt.parse_args([]).deterministic is True and mt.parse_args(['--no-deterministic']).deterministic is False
+    res = miniai('--help')
+    assert '--deterministic' in res.stdout and '--no-fast' in res.stdout
