@@ -51,9 +51,16 @@ def _layer(spec, default, *args):
     if not spec: return None
     return spec(*args)
 
+_PER_CHANNEL_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+def _cancels_bias(norm) -> bool:
+    "True when `norm` (a `conv` norm spec) subtracts each channel's own mean: torch's BatchNorm or InstanceNorm."
+    cls = getattr(norm, 'func', norm)   # a functools.partial of a class counts as the class
+    return norm is True or (isinstance(cls, type) and issubclass(cls, _PER_CHANNEL_NORMS))
+
 def conv(ni, nf, ks=3, stride=2, act=True, norm=False, bias=None):
-    "A `ks`×`ks` convolution from `ni` to `nf` channels, then optional normalisation and activation."
-    if bias is None: bias = not norm
+    "A `ks`×`ks` convolution from `ni` to `nf` channels, then optional normalisation and activation; no bias before BatchNorm."
+    if bias is None: bias = not _cancels_bias(norm)
     layers = [nn.Conv2d(ni, nf, ks, stride=stride, padding=ks//2, bias=bias),
               _layer(norm, nn.BatchNorm2d, nf), _layer(act, nn.ReLU)]
     return nn.Sequential(*[l for l in layers if l is not None])

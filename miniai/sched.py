@@ -10,7 +10,7 @@ import bisect, functools, itertools, math
 
 import matplotlib.pyplot as plt
 
-from .callbacks import Callback
+from .callbacks import Callback, as_cb_list
 from .sgd import (BaseSchedCB, BatchSchedCB, EpochSchedCB, get_hyper, set_hyper, get_lr, get_mom, get_loss,
                         RecorderCB, HasLearnCB)
 
@@ -138,16 +138,10 @@ class OneCycleCB(BatchSchedCB):
         self.sched = functools.partial(OneCycle, max_lr=self.max_lr, total_steps=total_steps, **self.kw)
         super().before_fit(learn)
 
-def _as_list(cbs):
-    "`cbs` as a list: None, one callback, or any iterable of callbacks."
-    if cbs is None: return []
-    if isinstance(cbs, Callback): return [cbs]
-    return list(cbs)
-
 def fit_one_cycle(learn, n_epochs, max_lr, pct_start=0.3, div_factor=25., final_div_factor=1e4,
                   base_momentum=0.85, max_momentum=0.95, cycle_momentum=True, cbs=None):
     "Fit `learn` for `n_epochs` with the 1cycle lr (and momentum) schedule, stepped every batch; `cbs` for this fit only."
     sched = OneCycleCB(max_lr, pct_start=pct_start, div_factor=div_factor, final_div_factor=final_div_factor,
                        base_momentum=base_momentum, max_momentum=max_momentum, cycle_momentum=cycle_momentum)
-    learn.fit(n_epochs, lr=max_lr, cbs=[sched, *_as_list(cbs)])
+    learn.fit(n_epochs, lr=max_lr, cbs=[sched, *as_cb_list(cbs)])
     return learn
