@@ -161,7 +161,7 @@ def main():
         if name.startswith('torch.compile') and args.no_compile: skipped.append(f"{name} (--no-compile)"); continue
         left = args.budget - (time.perf_counter() - T0)
         if est > left: skipped.append(f"{name} (needs ~{est}s, {max(left, 0):.0f}s of the budget left)"); continue
-        try: fn(**kw)
+        try: fn(name, **kw) if fn is run_curve else fn(**kw)   # a curve is printed under its row's name
         except Exception as e:
             print(f"{name}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}", flush=True)
             traceback.print_exc(limit=3)

@@ -12,7 +12,7 @@
 # Tests: in 8 processes with pytest-xdist when it is installed (GPU_CHECK_WORKERS=n to change, 0 for serial), else serial.
 # Logs: $GPU_CHECK_OUT (default runs/gpu-check under the checkout)/<step>.log.
 # Steps and limits can be narrowed: GPU_CHECK_STEPS="tests overhead" and LIMIT_<step>=seconds (e.g. LIMIT_tests=300);
-# GPU_CHECK_TOTAL (default 355 s) is the whole run's limit: a step gets at most what is left of it.
+# GPU_CHECK_TOTAL (default 360 s) is the whole run's limit: a step gets at most what is left of it.
 set -u
 PY=${PYTHON:-python3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
@@ -37,7 +37,7 @@ mkdir -p "$OUT"
   || { echo "gpu-check: cannot import miniai from $ROOT with $PY (are its dependencies installed?)"; exit 1; }
 
 rows=(); failed=0; T_START=$SECONDS
-TOTAL=${GPU_CHECK_TOTAL:-355}
+TOTAL=${GPU_CHECK_TOTAL:-360}
 STEPS=${GPU_CHECK_STEPS:-tests overhead time_to_acc amp fast_path}
 summary() {
   echo
@@ -75,7 +75,8 @@ if [ "$WORKERS" != 0 ] && "$PY" -c "import xdist" 2>/dev/null; then PAR=(-n "$WO
 "$PY" -c "import pytest" 2>/dev/null || echo "gpu-check: pytest is not installed for $PY: the tests step will fail"
 TESTS=$(ls tests/test_*.py | grep -v -e test_notebooks.py -e test_docs.py)
 echo "gpu-check: tests $([ "$WORKERS" = 0 ] && echo "serial (pytest-xdist not installed)" || echo "in $WORKERS processes (pytest-xdist)")"
-step tests 160 '(passed|failed|error|Interrupted)' "$PY" -m pytest $TESTS "${PAR[@]}" -p no:cacheprovider --maxfail=10 -rfEs --tb=short --durations=8
+# one or two threads per test process: 8 processes of 16 threads each oversubscribe a 16-core machine several times
+step tests 200 '(passed|failed|error|Interrupted)' env OMP_NUM_THREADS=${GPU_CHECK_THREADS:-2} "$PY" -m pytest $TESTS "${PAR[@]}" -p no:cacheprovider --maxfail=10 -rfEs --tb=short --durations=8
 step overhead 35 'overhead ratio' "$PY" bench/overhead.py --reps 3
 step time_to_acc 65 '^(Learner|plain)' "$PY" bench/time_to_acc.py
 step amp 30 '^\| flagship|fp16 \+ channels-last' "$PY" bench/amp.py --reps 2

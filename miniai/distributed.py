@@ -201,7 +201,9 @@ class DDPCB(Callback):
 
     def after_epoch(self, learn):   # before MetricsCB computes the epoch's numbers and CheckpointCB saves the model
         self._unwrap(learn)
-        for m in getattr(getattr(learn, 'metrics', None), 'all_metrics', {}).values(): _all_reduce_state(m)
+        metrics = getattr(learn, 'metrics', None)
+        if hasattr(metrics, 'flush'): metrics.flush()   # the batches MetricsCB still holds, before the sums are shared
+        for m in getattr(metrics, 'all_metrics', {}).values(): _all_reduce_state(m)
     def cleanup_epoch(self, learn): self._unwrap(learn)
 
     def cleanup_fit(self, learn):

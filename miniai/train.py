@@ -161,7 +161,7 @@ def _plot_examples(path, x, preds, targs, classes, n=24):
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
 # %% ../nbs/20_train.ipynb #265f87b5
-FAST_GRAPHS = False   # CUDA graphs on the fast path (12b_fastpath): off until measured on a GPU
+FAST_GRAPHS = True   # CUDA graphs on the fast path (12b_fastpath): on an H200 the flagship's 8 epochs took 3.2 s, 5.0 s without
 
 def train(args) -> dict | None:
     "Train `args.recipe` as asked by parsed `args` (see `parse_args`); write the report to `args.out`; return the metrics."

@@ -390,3 +390,25 @@ def test_nan_guard_without_per_batch_reads():
     learn = toy_learner([Poison()], n_train=40)
     learn.nan_guard = False
     learn.fit(1)   # allowed
+
+
+def test_metrics_gathered_in_chunks_equal_metrics_per_batch():
+    "MetricsCB hands the metrics `flush_every` batches at a time: the epoch's numbers are those of per-batch updates."
+    import torch.nn.functional as F
+    from torch import nn
+    from miniai.learner import Learner, TrainCB, MetricsCB
+    from miniai.metrics import Accuracy
+    torch.manual_seed(0)
+    xs, ys = torch.randn(700, 12), torch.randint(0, 3, (700,))
+    batches = [(xs[i:i+64], ys[i:i+64]) for i in range(0, 700, 64)]   # ten of 64 and a last one of 60
+    def run(flush_every):
+        torch.manual_seed(1)
+        m = MetricsCB(accuracy=Accuracy(), quiet=True)
+        m.flush_every = flush_every
+        Learner(nn.Linear(12, 3), (batches, batches[:5]), F.cross_entropy, lr=0.1, cbs=[TrainCB(), m]).fit(2)
+        return m.history
+    one, chunked = run(1), run(4)
+    assert len(one) == len(chunked) == 4
+    for a, b in zip(one, chunked):
+        assert a['phase'] == b['phase'] and a['accuracy'] == b['accuracy']
+        assert abs(a['loss'] - b['loss']) < 1e-6
