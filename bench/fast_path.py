@@ -21,7 +21,7 @@ from miniai.augment import FLAGSHIP, flagship_model, rand_flip, aug_cb, RandFlip
 from miniai.datasets import set_seed
 from miniai.learner import DeviceCB, Learner, MetricsCB
 from miniai.metrics import Accuracy
-from miniai.sched import BatchSchedCB
+from miniai.sched import OneCycleCB
 
 T0 = time.perf_counter()
 

@@ -150,8 +150,12 @@ class GraphTrainCB(TrainCB):
         self.run = GraphedStep(learn.model, learn.loss_func, learn.opt, self.dtype, self.graphs, self.warmup)
 
     def predict(self, learn):
-        if learn.training: learn.preds, learn.loss = self.run(*learn.batch[:2])
-        else: learn.preds, learn.loss = self.run.forward(*learn.batch[:2])
+        if not learn.training: learn.preds, learn.loss = self.run.forward(*learn.batch[:2]); return
+        preds, loss = self.run(*learn.batch[:2])
+        # a replayed graph writes every step's outputs into the same tensors: callbacks that keep them (MetricsCB gathers
+        # batches, the loss plot and the NaN guard keep losses) need this step's own copy
+        if self.run.graph is not None: preds, loss = preds.clone(), loss.clone()
+        learn.preds, learn.loss = preds, loss
     def get_loss(self, learn): pass     # computed with the predictions
     def backward(self, learn): pass     # done inside the step
     def step(self, learn): pass

@@ -161,7 +161,9 @@ def _plot_examples(path, x, preds, targs, classes, n=24):
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
 # %% ../nbs/20_train.ipynb #265f87b5
-FAST_GRAPHS = True   # CUDA graphs on the fast path (12b_fastpath): on an H200 the flagship's 8 epochs took 3.2 s, 5.0 s without
+# CUDA graphs on the fast path (12b_fastpath): on an H200 the flagship's 8 epochs took 3.2 s with them, 5.0 s without;
+# off by default until a resumed run with graphs has been checked to equal an uninterrupted one on a GPU
+FAST_GRAPHS = False
 
 def train(args) -> dict | None:
     "Train `args.recipe` as asked by parsed `args` (see `parse_args`); write the report to `args.out`; return the metrics."

@@ -103,3 +103,22 @@ def test_graphed_step_runs_eagerly_off_cuda():
     losses = [step(x, y)[1].item() for _ in range(5)]
     assert step.graph is None and step.n_warm == 0 and step.why_eager is None
     assert losses[-1] < losses[0] and not step(x, y)[1].requires_grad   # the returned loss keeps no autograd graph
+
+
+def test_graph_outputs_are_copied_for_callbacks_that_keep_them():
+    "A replayed CUDA graph writes each step's preds and loss into the same tensors; GraphTrainCB hands out copies."
+    class Replaying:                                   # stands in for a captured GraphedStep (no GPU here)
+        graph = object()
+        def __init__(self): self.preds, self.loss, self.n = torch.zeros(4, 3), torch.zeros(()), 0
+        def __call__(self, x, y):
+            self.n += 1
+            self.preds.fill_(0.); self.preds[:, self.n % 3] = 1.; self.loss.fill_(float(self.n))   # in place, as a replay
+            return self.preds, self.loss
+    cb = GraphTrainCB(dtype=None)
+    batches = [(torch.zeros(4, 2), torch.full((4,), i % 3)) for i in range(1, 7)]
+    learn = Learner(nn.Linear(2, 3), (batches, []), F.cross_entropy, lr=0.1, cbs=[cb], opt_func=None)
+    m = MetricsCB(quiet=True)
+    m.flush_every = 100                                # every batch is kept until the end of the epoch
+    cb.before_fit = lambda learn: setattr(cb, 'run', Replaying())
+    learn.fit(1, valid=False, cbs=[m])
+    assert m.history[0]['loss'] == pytest.approx(sum(range(1, 7))/6)   # each step's own loss, not six times the last

@@ -184,7 +184,7 @@ def test_run_settings_take_the_recipes_gpu_settings_on_the_fast_path(monkeypatch
     from miniai.recipes import RECIPES
     from miniai.fastpath import FAST_GPU
     r = RECIPES['resnet']
-    cpu = mt.run_settings(mt.parse_args([]), r)
+    cpu = mt.run_settings(mt.parse_args(['--device', 'cpu']), r)   # (a GPU machine's default device is CUDA)
     assert cpu == dict(epochs=r.epochs, lr=r.lr, bs=r.bs, fast=False) and not mt.on_gpu('cpu')
     monkeypatch.setattr(mt, 'on_gpu', lambda device=None: True)
     assert mt.run_settings(mt.parse_args([]), r) == dict(epochs=8, lr=FAST_GPU['lr'], bs=FAST_GPU['bs'], fast=True)
