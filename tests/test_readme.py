@@ -55,7 +55,7 @@ def test_readme_links_and_commands_exist():
     for link in re.findall(r"\]\(([^)#:]+)\)", README):
         assert (ROOT / link).exists(), f"README links to a missing file: {link}"
     makefile = (ROOT / 'Makefile').read_text()
-    for target in re.findall(r"`make (\w+)", README):
+    for target in re.findall(r"`make ([\w-]+)", README):
         assert re.search(rf"^{target}:", makefile, flags=re.M), f"README mentions `make {target}`, not in the Makefile"
     helptext = subprocess.run([sys.executable, '-m', 'miniai', 'train', '--help'], capture_output=True, text=True,
                               check=True, cwd=ROOT).stdout
