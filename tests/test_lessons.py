@@ -1,5 +1,5 @@
 """tools/lesson_stats.py: the counter on tiny synthetic notebooks (mechanics only), and the process-word rule."""
-import base64, json, sys, zlib, struct
+import base64, json, subprocess, sys, zlib, struct
 from pathlib import Path
 
 import pytest
@@ -93,3 +93,9 @@ def test_process_words_flagged(text):
     "In code: `loss_func(preds, target)` or ```\nissue = 1\n```."])
 def test_process_words_ml_senses_pass(text):
     assert ls.process_words(text) == [], text
+
+
+def test_lesson_thresholds_hold_on_the_real_notebooks():
+    "The whole sequence: >= 100 pictures, <= 1/4 of the notebooks without one, >= 65% demo cells shown, small files."
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "lesson_stats.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
