@@ -49,18 +49,23 @@ def plain_pytorch(dls, epochs, device):
     return out
 
 
-def with_learner(dls, epochs, device):
-    "The recipe as `miniai train` runs it: returns [(cumulative training seconds, test accuracy)] per epoch."
-    metrics = MetricsCB(accuracy=Accuracy())
-    learn = Learner(flagship_model(), dls, nn.CrossEntropyLoss(label_smoothing=FLAGSHIP['label_smoothing']),
-                    lr=FLAGSHIP['lr'], opt_func=lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=FLAGSHIP['wd']),
-                    cbs=[TrainCB(), DeviceCB(device), aug_cb(*flagship_tfms()), metrics, OneCycleCB(FLAGSHIP['lr'])])
+def _fit_curve(learn, epochs, metrics):
+    "Fit quietly; [(cumulative training seconds, test accuracy)] per epoch from `metrics`' history."
     with contextlib.redirect_stdout(io.StringIO()): learn.fit(epochs)
     out, train_s = [], 0.
     for r in metrics.history:
         if r['phase'] == 'train': train_s += r['time']
         else: out.append((train_s, r['accuracy']))
     return out
+
+
+def with_learner(dls, epochs, device):
+    "The recipe as `miniai train` runs it: returns [(cumulative training seconds, test accuracy)] per epoch."
+    metrics = MetricsCB(accuracy=Accuracy())
+    learn = Learner(flagship_model(), dls, nn.CrossEntropyLoss(label_smoothing=FLAGSHIP['label_smoothing']),
+                    lr=FLAGSHIP['lr'], opt_func=lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=FLAGSHIP['wd']),
+                    cbs=[TrainCB(), DeviceCB(device), aug_cb(*flagship_tfms()), metrics, OneCycleCB(FLAGSHIP['lr'])])
+    return _fit_curve(learn, epochs, metrics)
 
 
 FAST_EPOCHS = FAST_GPU.get('epochs', 8)
@@ -97,12 +102,7 @@ def learner_fast(epochs, device='cuda'):
     learn = Learner(flagship_model(), dls, nn.CrossEntropyLoss(label_smoothing=FLAGSHIP['label_smoothing']), lr=lr,
                     opt_func=lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=FLAGSHIP['wd']),
                     cbs=[DeviceCB(device), *fast_cbs(graphs=True), aug_cb(RandFlip()), metrics, sched])
-    with contextlib.redirect_stdout(io.StringIO()): learn.fit(epochs)
-    out, train_s = [], 0.
-    for r in metrics.history:
-        if r['phase'] == 'train': train_s += r['time']
-        else: out.append((train_s, r['accuracy']))
-    return out
+    return _fit_curve(learn, epochs, metrics)
 
 def first_reach(curve, thr):
     return next((f"{s:6.1f}s (epoch {i + 1})" for i, (s, acc) in enumerate(curve) if acc >= thr), '   not reached')
