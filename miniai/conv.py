@@ -24,11 +24,14 @@ def _best_device() -> str:
 
 def_device = _best_device()
 
-def to_device(x, device=def_device):
+def to_device(x, device=def_device, non_blocking=False):
     "Move a tensor, or the tensors inside nested lists, tuples and dicts, to `device`."
-    if isinstance(x, torch.Tensor): return x.to(device)
-    if isinstance(x, Mapping): return {k: to_device(v, device) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return type(x)(to_device(o, device) for o in x)
+    if isinstance(x, torch.Tensor):
+        if non_blocking and x.device.type == 'cpu' and torch.device(device).type == 'cuda':
+            return x.pin_memory().to(device, non_blocking=True)   # a copy from pageable memory waits for the GPU
+        return x.to(device)
+    if isinstance(x, Mapping): return {k: to_device(v, device, non_blocking) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return type(x)(to_device(o, device, non_blocking) for o in x)
     return x
 
 def to_cpu(x):

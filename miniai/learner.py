@@ -7,7 +7,6 @@ Docs: https://miniai.github.io/miniai/learner.html.md"""
 # %% ../nbs/05_learner.ipynb #ff677b93
 from __future__ import annotations
 import copy, math, sys, time
-from collections.abc import Mapping
 from operator import attrgetter
 
 import torch
@@ -186,22 +185,12 @@ class TrainCB(Callback):
     def zero_grad(self, learn): learn.opt.zero_grad()
 
 # %% ../nbs/05_learner.ipynb #d1bcfe36
-def _to_device_async(x, device):
-    "`to_device`, except that a CPU tensor bound for CUDA goes through pinned memory with `non_blocking=True`."
-    if isinstance(x, torch.Tensor):
-        if x.device.type == 'cpu' and torch.device(device).type == 'cuda':   # a plain copy would wait for the GPU
-            return x.pin_memory().to(device, non_blocking=True)
-        return x.to(device)
-    if isinstance(x, Mapping): return {k: _to_device_async(v, device) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return type(x)(_to_device_async(o, device) for o in x)
-    return x
-
 class DeviceCB(Callback):
     "Move the model to `device` when fitting starts and each batch to it as it arrives (without waiting for the GPU)."
     def __init__(self, device=def_device): self.device = device
     def before_fit(self, learn):
         if hasattr(learn.model, 'to'): learn.model.to(self.device)
-    def before_batch(self, learn): learn.batch = _to_device_async(learn.batch, self.device)
+    def before_batch(self, learn): learn.batch = to_device(learn.batch, self.device, non_blocking=True)
 
 # %% ../nbs/05_learner.ipynb #f45a1377
 def _to_floats(xs) -> list:

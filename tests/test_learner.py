@@ -296,17 +296,19 @@ def test_device_cb_moves_model_and_batches():
 
 
 def test_device_cb_copies_to_cuda_through_pinned_memory(monkeypatch):
-    "CPU -> CUDA copies go through pinned memory with non_blocking=True (a plain copy waits for the GPU)."
-    from miniai.learner import _to_device_async
+    "DeviceCB's copies: CPU -> CUDA through pinned memory with non_blocking=True (a plain copy waits for the GPU)."
+    from miniai.conv import to_device
     calls = []
     class Fake(torch.Tensor):
         def pin_memory(self): calls.append('pin'); return self
         def to(self, *args, **kwargs): calls.append((args, kwargs)); return self
     x = torch.zeros(2).as_subclass(Fake)
-    _to_device_async({'x': [x]}, 'cuda')
+    to_device({'x': [x]}, 'cuda', non_blocking=True)
     assert calls == ['pin', (('cuda',), {'non_blocking': True})]
-    calls.clear(); _to_device_async((x,), 'cpu')
+    calls.clear(); to_device((x,), 'cpu', non_blocking=True)
     assert calls == [(('cpu',), {})]
+    calls.clear(); to_device([x], 'cuda')          # the default: a plain copy, as the course's `to_device`
+    assert calls == [(('cuda',), {})]
 
 
 @pytest.mark.slow
