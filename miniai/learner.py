@@ -194,12 +194,11 @@ class DeviceCB(Callback):
 
 # %% ../nbs/05_learner.ipynb #f45a1377
 def _to_floats(xs) -> list:
-    "Python floats from 0-d tensors (or numbers), read with one host transfer per device rather than one per value."
-    ts = [x.detach().float().reshape(()) if isinstance(x, torch.Tensor) else torch.tensor(float(x)) for x in xs]
-    out = [0.]*len(ts)
-    for dev in {t.device for t in ts}:
-        idx = [i for i, t in enumerate(ts) if t.device == dev]
-        for i, v in zip(idx, torch.stack([ts[i] for i in idx]).tolist()): out[i] = v
+    "`xs` with its 0-d tensors as Python floats, read with one host transfer per device, not one per value; the rest as is."
+    out, at = list(xs), [i for i, x in enumerate(xs) if isinstance(x, torch.Tensor)]
+    for dev in {xs[i].device for i in at}:
+        idx = [i for i in at if xs[i].device == dev]
+        for i, v in zip(idx, torch.stack([xs[i].detach().float().reshape(()) for i in idx]).tolist()): out[i] = v
     return out
 
 def _follow(metric, device):

@@ -14,6 +14,7 @@ import torch
 from torch import optim
 
 from .callbacks import Callback
+from .learner import _to_floats   # tensors to Python floats, one host transfer per device
 
 # %% auto #0
 __all__ = ['check_hypers', 'SGD', 'Momentum', 'RMSProp', 'Adam', 'LAMB', 'Stat', 'AverageGrad', 'AverageSqrGrad', 'StepCount',
@@ -251,14 +252,6 @@ def get_loss(cb):
     return cb.learn.loss.detach()
 _lr, _beta1 = get_lr, get_mom  # the lesson's names
 
-def _as_numbers(v):
-    "A recorded series as Python numbers: its tensors are stacked and copied to the host in one transfer."
-    at = [i for i, o in enumerate(v) if isinstance(o, torch.Tensor)]
-    if not at: return list(v)
-    out = list(v)
-    for i, x in zip(at, torch.stack([v[i].detach().float() for i in at]).cpu().tolist()): out[i] = x
-    return out
-
 class RecorderCB(Callback):
     "Record `name=func(cb)` (default: lr, mom, loss) after every training batch; `recs` gives them as numbers; `plot`."
     def __init__(self, **d):
@@ -278,7 +271,7 @@ class RecorderCB(Callback):
     @property
     def recs(self):
         "`{name: [value per training batch]}` as Python numbers (None where a function gave None)."
-        return {k: _as_numbers(v) for k, v in self._recs.items()}
+        return {k: _to_floats(v) for k, v in self._recs.items()}
 
     def state_dict(self): return {'recs': self.recs}   # plain numbers: a checkpoint resumes the record
     def load_state_dict(self, d): self._recs = {k: list(d['recs'].get(k, [])) for k in self.d}
