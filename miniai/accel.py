@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .callbacks import Callback
-from .conv import def_device, to_device
+from .conv import to_device
 from .datasets import DataLoaders
 from .learner import TrainCB, DeviceCB
 

@@ -8,9 +8,7 @@ Docs: https://miniai.github.io/miniai/schedulers.html.md"""
 from __future__ import annotations
 import bisect, functools, itertools, math
 
-import matplotlib.pyplot as plt
-
-from .callbacks import Callback, as_cb_list
+from .callbacks import as_cb_list
 from .sgd import (BaseSchedCB, BatchSchedCB, EpochSchedCB, get_hyper, set_hyper, get_lr, get_mom, get_loss,
                         RecorderCB, HasLearnCB)
 
