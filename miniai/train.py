@@ -60,13 +60,14 @@ def check_args(args) -> Recipe:
     args.out = _check_out_dir(Path(args.out)) if rank == 0 else Path(args.out).expanduser()   # only rank 0 writes
     if args.resume and not (args.out/'checkpoint.pth').is_file():
         raise UsageError(f"--resume: there is no checkpoint at {args.out/'checkpoint.pth'} to resume from.")
-    bs = run_settings(args, RECIPES[args.recipe], world)['bs']
+    s = run_settings(args, RECIPES[args.recipe], world)   # the epochs and bs this run will use
+    bs = s['bs']
     if bs % world: raise UsageError(f"--bs {bs} must be divisible by the {world} processes (each takes bs/{world} items of "
                                     f"every batch, so the global batch stays {bs}); try --bs {bs - bs % world or world}.")
     if args.precision is not None and args.precision not in PRECISIONS:
         raise UsageError(f"--precision {args.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}.")
     if args.subset is not None and args.subset <= 0: raise UsageError(f"--subset must be a positive integer, got {args.subset}.")
-    if args.subset is not None and math.ceil(args.subset/bs) * run_settings(args, RECIPES[args.recipe], world)['epochs'] < 2:
+    if args.subset is not None and math.ceil(args.subset/bs) * s['epochs'] < 2:
         raise UsageError(f"--subset {args.subset} with --bs {bs} gives a single training batch; the 1cycle schedule needs "
                          "at least 2: use a larger --subset, a smaller --bs or more --epochs.")
     try: fashion_mnist_arrays(args.data)
