@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command for a CUDA machine (`make gpu-check`): the test suite on the GPU (without tests/test_notebooks.py and
-# tests/test_docs.py), bench/overhead.py, bench/time_to_acc.py, bench/amp.py and bench/fast_path.py, each under a time
-# limit, the whole run under 6 minutes, then one summary table (printed even when a step times out or the run is
-# interrupted). Needs no network once torch, miniai's dependencies and pytest are installed (the data: Debian's
+# tests/test_docs.py; first the files that train on the device, then the rest), bench/overhead.py, bench/time_to_acc.py,
+# bench/amp.py and bench/fast_path.py, each under a time limit, the whole run under 6 minutes, then one summary table
+# (printed even when a step times out or the run is interrupted). Needs no network once torch, miniai's dependencies and pytest are installed (the data: Debian's
 # dataset-fashion-mnist, or MINIAI_DATA pointing at the four IDX files).
 #
 # Exit status: 0 every step passed; 1 a step failed, ran out of time or was skipped for lack of time;
@@ -13,6 +13,7 @@
 # Logs: $GPU_CHECK_OUT (default runs/gpu-check under the checkout)/<step>.log.
 # Steps and limits can be narrowed: GPU_CHECK_STEPS="tests overhead" and LIMIT_<step>=seconds (e.g. LIMIT_tests=300);
 # GPU_CHECK_TOTAL (default 360 s) is the whole run's limit: a step gets at most what is left of it.
+# GPU_CHECK_ALLOW_CPU=1 runs the steps without a GPU (only to test this script itself: tests/test_gpu_check.py).
 set -u
 PY=${PYTHON:-python3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
@@ -27,18 +28,18 @@ cd "$ROOT"
 
 if ! command -v "$PY" >/dev/null 2>&1; then echo "gpu-check: no Python '$PY' (set PYTHON=/path/to/python)"; exit 1; fi
 if ! "$PY" -c "import torch" 2>/dev/null; then echo "gpu-check: $PY cannot import torch: install it (or set PYTHON)"; exit 1; fi
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+if [ "${GPU_CHECK_ALLOW_CPU:-0}" != 1 ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   echo "gpu-check: no CUDA GPU on this machine ($("$PY" -c "import torch; print('torch', torch.__version__, '| CUDA available: False')" 2>&1 | tail -1))."
   echo "gpu-check: nothing was run; on a CPU use \`make test\` and \`make bench\`. (exit status 3)"
   exit 3
 fi
 mkdir -p "$OUT"
-"$PY" -c "import torch, miniai; print('gpu-check:', torch.cuda.get_device_name(), '| torch', torch.__version__, '| CUDA', torch.version.cuda, '|', torch.cuda.device_count(), 'GPU(s) | miniai from', miniai.__file__)" \
+"$PY" -c "import torch, miniai; print('gpu-check:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU (GPU_CHECK_ALLOW_CPU)', '| torch', torch.__version__, '| CUDA', torch.version.cuda, '|', torch.cuda.device_count(), 'GPU(s) | miniai from', miniai.__file__)" \
   || { echo "gpu-check: cannot import miniai from $ROOT with $PY (are its dependencies installed?)"; exit 1; }
 
 rows=(); failed=0; T_START=$SECONDS
 TOTAL=${GPU_CHECK_TOTAL:-360}
-STEPS=${GPU_CHECK_STEPS:-tests overhead time_to_acc amp fast_path}
+STEPS=${GPU_CHECK_STEPS:-gpu_tests tests overhead time_to_acc amp fast_path}
 summary() {
   echo
   echo "| step         | status       |  time  | key figures |"
@@ -73,10 +74,15 @@ step() {   # step NAME LIMIT_S SUMMARY_REGEX COMMAND...
 WORKERS=${GPU_CHECK_WORKERS:-8}
 if [ "$WORKERS" != 0 ] && "$PY" -c "import xdist" 2>/dev/null; then PAR=(-n "$WORKERS"); else PAR=(); WORKERS=0; fi
 "$PY" -c "import pytest" 2>/dev/null || echo "gpu-check: pytest is not installed for $PY: the tests step will fail"
-TESTS=$(ls tests/test_*.py | grep -v -e test_notebooks.py -e test_docs.py)
+# the files whose tests train on the device come first, so that a step cut short by its limit still has their verdict
+ON_DEVICE="tests/test_train.py tests/test_fastpath.py tests/test_checkpoint.py tests/test_host_sync.py tests/test_learner.py tests/test_distributed.py tests/test_accel.py"
+REST=$(ls tests/test_*.py | grep -v -e test_notebooks.py -e test_docs.py $(printf -- ' -e %s' $ON_DEVICE))
 echo "gpu-check: tests $([ "$WORKERS" = 0 ] && echo "serial (pytest-xdist not installed)" || echo "in $WORKERS processes (pytest-xdist)")"
-# one or two threads per test process: 8 processes of 16 threads each oversubscribe a 16-core machine several times
-step tests 200 '(passed|failed|error|Interrupted)' env OMP_NUM_THREADS=${GPU_CHECK_THREADS:-2} "$PY" -m pytest $TESTS "${PAR[@]}" -p no:cacheprovider --maxfail=10 -rfEs --tb=short --durations=8
+# two threads per test process: 8 processes of 16 threads each oversubscribed the 16-core H200 machine 8 times, and the
+# suite's CPU-bound tests took a minute each
+PYTEST=(env OMP_NUM_THREADS=${GPU_CHECK_THREADS:-2} "$PY" -m pytest "${PAR[@]}" -p no:cacheprovider --maxfail=10 -rfEs --tb=short --durations=8)
+step gpu_tests 120 '(passed|failed|error|Interrupted)' "${PYTEST[@]}" $ON_DEVICE
+step tests 100 '(passed|failed|error|Interrupted)' "${PYTEST[@]}" $REST
 step overhead 35 'overhead ratio' "$PY" bench/overhead.py --reps 3
 step time_to_acc 65 '^(Learner|plain)' "$PY" bench/time_to_acc.py
 step amp 30 '^\| flagship|fp16 \+ channels-last' "$PY" bench/amp.py --reps 2

@@ -5,7 +5,10 @@ On CUDA it adds the library's GPU fast path (`miniai.fastpath.fast_dls` + `fast_
 per-image flips there, bf16 autocast, channels-last, CUDA graphs, `FAST_GPU`'s batch size and lr) trained by
 `Learner`, and the same written as plain PyTorch (without graphs), with every row's time as a ratio to plain PyTorch.
 
-    python bench/time_to_acc.py [--epochs 4] [--seed 42]
+    python bench/time_to_acc.py [--epochs 4] [--seed 42] [--smoke]
+
+`--smoke` checks this script: every row (the fast path's too, on the CPU where there is no GPU) on 2,048 training and
+512 test images for one epoch; the numbers mean nothing (tests/test_bench_smoke.py).
 """
 import argparse, contextlib, io, time
 
@@ -70,25 +73,28 @@ def with_learner(dls, epochs, device):
 
 FAST_EPOCHS = FAST_GPU.get('epochs', 8)
 
-def _sync(): torch.cuda.synchronize()
+SUBSET = {}   # --smoke: dict(n_train=, n_valid=)
+
+def _sync(device):
+    if torch.device(device).type == 'cuda': torch.cuda.synchronize(device)
 
 def plain_fast(epochs, device='cuda'):
     "The GPU fast path written as plain PyTorch (device data, per-image flips, bf16, channels-last; no CUDA graph)."
     bs, lr = FAST_GPU['bs'], FAST_GPU['lr']
-    dls = fast_dls(bs, device)
+    dls, kind = fast_dls(bs, device, **SUBSET), torch.device(device).type
     model = flagship_model().to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=FLAGSHIP['wd'])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs*len(dls.train))
     loss_func = nn.CrossEntropyLoss(label_smoothing=FLAGSHIP['label_smoothing'])
     out, train_s = [], 0.
     for _ in range(epochs):
-        model.train(); _sync(); t = time.perf_counter()
+        model.train(); _sync(device); t = time.perf_counter()
         for xb, yb in dls.train:
-            with torch.autocast('cuda', dtype=torch.bfloat16): loss = loss_func(model(rand_flip(xb)), yb)
+            with torch.autocast(kind, dtype=torch.bfloat16): loss = loss_func(model(rand_flip(xb)), yb)
             loss.backward(); opt.step(); sched.step(); opt.zero_grad()
-        _sync(); train_s += time.perf_counter() - t
+        _sync(device); train_s += time.perf_counter() - t
         model.eval(); correct = torch.zeros((), device=device, dtype=torch.long)
-        with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16):
+        with torch.no_grad(), torch.autocast(kind, dtype=torch.bfloat16):
             for xb, yb in dls.valid: correct += (model(xb).argmax(1) == yb).sum()
         out.append((train_s, correct.item()/len(dls.valid.x)))
     return out
@@ -96,7 +102,7 @@ def plain_fast(epochs, device='cuda'):
 def learner_fast(epochs, device='cuda'):
     "The GPU fast path as the library gives it: `Learner` + `fast_dls` + `fast_cbs` + the flagship's flips."
     bs, lr = FAST_GPU['bs'], FAST_GPU['lr']
-    dls = fast_dls(bs, device)
+    dls = fast_dls(bs, device, **SUBSET)
     metrics = MetricsCB(accuracy=Accuracy())
     sched = OneCycleCB(lr, cycle_momentum=False)   # a CUDA graph replays the step: only the lr may change between steps
     learn = Learner(flagship_model(), dls, nn.CrossEntropyLoss(label_smoothing=FLAGSHIP['label_smoothing']), lr=lr,
@@ -114,16 +120,22 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--epochs', type=int, default=FLAGSHIP['epochs'])
     p.add_argument('--seed', type=int, default=42)
+    p.add_argument('--smoke', action='store_true', help="check this script: every row on 2,048 images for one epoch, "
+                   "the fast path's on the CPU where there is no GPU (the numbers mean nothing)")
     args = p.parse_args()
+    fast_epochs = FAST_EPOCHS
+    if args.smoke:
+        SUBSET.update(n_train=2048, n_valid=512); args.epochs = fast_epochs = 1
+        print(f"time_to_acc --smoke on {def_device}: every row on 2,048 images, one epoch; the numbers mean nothing")
     if FLAGSHIP.get('pad') or FLAGSHIP.get('erase'):
         raise SystemExit("the plain script only implements flips; update it to match FLAGSHIP's crop/erase first")
-    dls = fashion_dls(bs=FLAGSHIP['bs'])
+    dls = fashion_dls(bs=FLAGSHIP['bs'], **SUBSET)
     results = {}
     rows = [('Learner (miniai train)', lambda: with_learner(dls, args.epochs, def_device)),
             ('plain PyTorch', lambda: plain_pytorch(dls, args.epochs, def_device))]
-    if on_gpu():
-        rows += [(f'Learner, GPU fast path', lambda: learner_fast(FAST_EPOCHS)),
-                 (f'plain PyTorch, fast', lambda: plain_fast(FAST_EPOCHS))]
+    if on_gpu() or args.smoke:
+        rows += [(f'Learner, GPU fast path', lambda: learner_fast(fast_epochs, def_device)),
+                 (f'plain PyTorch, fast', lambda: plain_fast(fast_epochs, def_device))]
     for name, fn in rows:
         set_seed(args.seed)
         results[name] = fn()
@@ -136,7 +148,7 @@ def main():
         ratio = f"{a/b:.2f}" if a and b else '-'
         last = curve[-1][0] - (curve[-2][0] if len(curve) > 1 else 0)
         print(f"{name:24s} " + '  '.join(first_reach(curve, t).ljust(20) for t in THRESHOLDS) + f"  {last:6.3f}          {ratio}")
-    print(f"({args.epochs}-epoch one-cycle schedule" + (f"; fast path {FAST_EPOCHS} epochs, bs {FAST_GPU['bs']}, lr {FAST_GPU['lr']}"
+    print(f"({args.epochs}-epoch one-cycle schedule" + (f"; fast path {fast_epochs} epochs, bs {FAST_GPU['bs']}, lr {FAST_GPU['lr']}"
           if on_gpu() else '') + f", seed {args.seed}, {def_device}, {torch.get_num_threads()} threads)")
 
 

@@ -64,6 +64,9 @@ def check_args(args) -> Recipe:
     bs = s['bs']
     if bs % world: raise UsageError(f"--bs {bs} must be divisible by the {world} processes (each takes bs/{world} items of "
                                     f"every batch, so the global batch stays {bs}); try --bs {bs - bs % world or world}.")
+    if args.cuda_graphs and not s['fast']:
+        raise UsageError(f"--cuda-graphs needs the CUDA fast path (one process on a CUDA GPU, without --no-fast); this run "
+                         f"trains on {args.device or def_device}{' in several processes' if world > 1 else ''} without it.")
     if args.precision is not None and args.precision not in PRECISIONS:
         raise UsageError(f"--precision {args.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}.")
     if args.subset is not None and args.subset <= 0: raise UsageError(f"--subset must be a positive integer, got {args.subset}.")
@@ -74,11 +77,17 @@ def check_args(args) -> Recipe:
     except (FileNotFoundError, ValueError) as e: raise UsageError(f"data: {e}") from None
     return RECIPES[args.recipe]
 
+# CUDA graphs on the fast path (12b_fastpath), the default of --cuda-graphs: on an H200 the flagship's 8 epochs took
+# 3.2 s with them, 5.0 s without; off until a resumed run with graphs has been checked to equal an uninterrupted one there
+FAST_GRAPHS = False
+
 def run_settings(args, recipe, world=1) -> dict:
-    "Epochs, lr, bs and whether the CUDA fast path runs: the command line's, else the recipe's (its `gpu` ones there)."
+    "Epochs, lr, bs, fast path, CUDA graphs: the command line's choice, else the recipe's (its `gpu` settings on the fast path)."
     fast = world == 1 and on_gpu(args.device or def_device) and not args.no_fast   # one process on a CUDA GPU (12b)
     base = {'epochs': recipe.epochs, 'lr': recipe.lr, 'bs': recipe.bs, **((recipe.gpu or {}) if fast else {})}
-    return dict(epochs=args.epochs or base['epochs'], lr=args.lr or base['lr'], bs=args.bs or base['bs'], fast=fast)
+    graphs = fast and (FAST_GRAPHS if args.cuda_graphs is None else args.cuda_graphs)
+    return dict(epochs=args.epochs or base['epochs'], lr=args.lr or base['lr'], bs=args.bs or base['bs'], fast=fast,
+                graphs=graphs)
 
 def _device_ok(dev):
     try: torch.empty(1, device=dev); return True
@@ -110,6 +119,9 @@ def parse_args(argv=None):
                    "one; --no-deterministic trades that for speed (default: on; the CPU's kernels are deterministic anyway)")
     p.add_argument('--no-fast', action='store_true', help="on a CUDA GPU, train without the fast path (12b_fastpath: "
                    "data kept on the GPU, the recipe's GPU batch size, lr and epochs, bf16)")
+    p.add_argument('--cuda-graphs', action=argparse.BooleanOptionalAction, default=None, help="on the CUDA fast path, "
+                   "replay each training step as one CUDA graph (on an H200 the flagship's 8 epochs took 3.2 s instead of "
+                   "5.0 s); the momentum is then not cycled, as a replayed step can only change the lr (default: off)")
     return p.parse_args(argv)
 
 # %% ../nbs/20_train.ipynb #80ab3c85
@@ -162,10 +174,6 @@ def _plot_examples(path, x, preds, targs, classes, n=24):
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
 # %% ../nbs/20_train.ipynb #265f87b5
-# CUDA graphs on the fast path (12b_fastpath): on an H200 the flagship's 8 epochs took 3.2 s with them, 5.0 s without;
-# off by default until a resumed run with graphs has been checked to equal an uninterrupted one on a GPU
-FAST_GRAPHS = False
-
 def train(args) -> dict | None:
     "Train `args.recipe` as asked by parsed `args` (see `parse_args`); write the report to `args.out`; return the metrics."
     recipe = check_args(args)
@@ -218,9 +226,10 @@ def _train(args, recipe, rank, world):
     if device.type == 'cpu': matmul_small_convs(model)   # tiny feature maps as one matmul: same numbers, faster (12_accel)
     if world > 1: model = sync_batchnorm(model, device)   # BatchNorm statistics over the global batch, not the shard
     main_cbs = [ProgressCB(), CheckpointCB(out/'checkpoint.pth')] if rank == 0 else []
-    # on the fast path with CUDA graphs a replayed step can only change the lr, so momentum is not cycled there
-    train_cbs = fast_cbs(precision, graphs=FAST_GRAPHS) if fast else precision_cbs(precision)
-    sched = OneCycleCB(lr, pct_start=recipe.pct_start, cycle_momentum=not (fast and FAST_GRAPHS))
+    graphs = fast and s['graphs']
+    # with CUDA graphs a replayed step can only change the lr, so momentum is not cycled there
+    train_cbs = fast_cbs(precision, graphs=graphs) if fast else precision_cbs(precision)
+    sched = OneCycleCB(lr, pct_start=recipe.pct_start, cycle_momentum=not graphs)
     learn = Learner(model, dls, loss_func, lr=lr, opt_func=opt, cbs=[*train_cbs, DeviceCB(device), *augs, metrics,
                     rec, sched, RecipeCB(recipe.name), *main_cbs, *([DDPCB()] if world > 1 else [])])
     if args.resume:
@@ -237,7 +246,7 @@ def _train(args, recipe, rank, world):
         train_time = time.perf_counter() - t0
     if rank != 0: return None
     return _report(args, recipe, learn, metrics, rec, dict(epochs=epochs, lr=lr, bs=bs, device=device, precision=precision, fast=fast,
-                                                            world=world, train_time=train_time, loss_func=loss_func))
+                                                            graphs=graphs, world=world, train_time=train_time, loss_func=loss_func))
 
 def _report(args, recipe, learn, metrics, rec, run):
     "Evaluate on the test split (with flip TTA if the recipe trained with flips), write metrics.json, the plots and model.pth."
@@ -246,7 +255,7 @@ def _report(args, recipe, learn, metrics, rec, run):
     recs = rec.recs   # every batch's lr, momentum and loss, read from the device in one go
     report = dict(recipe=recipe.name, description=recipe.description, epochs=run['epochs'], lr=run['lr'], bs=run['bs'],
                   seed=args.seed, subset=args.subset, device=str(run['device']), precision=run['precision'],
-                  fast_path=run['fast'],
+                  fast_path=run['fast'], cuda_graphs=run['graphs'],
                   processes=run['world'], train_seconds=run['train_time'],
                   test_accuracy=valid[-1]['accuracy'], test_loss=valid[-1]['loss'],
                   history=[{**r, 'lr_end': recs['lr'][min(len(recs['lr']), (r['epoch'] + 1)*n_batches) - 1]}
