@@ -76,7 +76,9 @@ if [ "$WORKERS" != 0 ] && "$PY" -c "import xdist" 2>/dev/null; then PAR=(-n "$WO
 "$PY" -c "import pytest" 2>/dev/null || echo "gpu-check: pytest is not installed for $PY: the tests step will fail"
 # the files whose tests train on the device come first, so that a step cut short by its limit still has their verdict
 ON_DEVICE="tests/test_train.py tests/test_fastpath.py tests/test_checkpoint.py tests/test_host_sync.py tests/test_learner.py tests/test_distributed.py tests/test_accel.py"
-REST=$(ls tests/test_*.py | grep -v -e test_notebooks.py -e test_docs.py $(printf -- ' -e %s' $ON_DEVICE))
+# not here: the notebook and docs tests, and the CPU checks of this script and of the benchmarks (run as steps below)
+REST=$(ls tests/test_*.py | grep -v -e test_notebooks.py -e test_docs.py -e test_gpu_check.py -e test_bench_smoke.py \
+       $(printf -- ' -e %s' $ON_DEVICE))
 echo "gpu-check: tests $([ "$WORKERS" = 0 ] && echo "serial (pytest-xdist not installed)" || echo "in $WORKERS processes (pytest-xdist)")"
 # two threads per test process: 8 processes of 16 threads each oversubscribed the 16-core H200 machine 8 times, and the
 # suite's CPU-bound tests took a minute each
