@@ -2,8 +2,8 @@
 # One command for a CUDA machine (`make gpu-check`): the test suite on the GPU (without tests/test_notebooks.py and
 # tests/test_docs.py; first the files that train on the device, then the rest), bench/overhead.py, bench/time_to_acc.py,
 # bench/amp.py and bench/fast_path.py, each under a time limit, the whole run under 6 minutes, then one summary table
-# (printed even when a step times out or the run is interrupted). Needs no network once torch, miniai's dependencies and pytest are installed (the data: Debian's
-# dataset-fashion-mnist, or MINIAI_DATA pointing at the four IDX files).
+# (printed even when a step times out or the run is interrupted). Needs no network once torch, miniai's dependencies
+# and pytest are installed (the data: Debian's dataset-fashion-mnist, or MINIAI_DATA pointing at the four IDX files).
 #
 # Exit status: 0 every step passed; 1 a step failed, ran out of time or was skipped for lack of time;
 #              3 no CUDA GPU here (nothing was run).
