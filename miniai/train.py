@@ -121,7 +121,8 @@ def parse_args(argv=None):
                    "data kept on the GPU, the recipe's GPU batch size, lr and epochs, bf16)")
     p.add_argument('--cuda-graphs', action=argparse.BooleanOptionalAction, default=None, help="on the CUDA fast path, "
                    "replay each training step as one CUDA graph (on an H200 the flagship's 8 epochs took 3.2 s instead of "
-                   "5.0 s); the momentum is then not cycled, as a replayed step can only change the lr (default: off)")
+                   "5.0 s); the momentum is then not cycled, as a replayed step can only change the lr "
+                   f"(default: {'on' if FAST_GRAPHS else 'off'})")
     return p.parse_args(argv)
 
 # %% ../nbs/20_train.ipynb #80ab3c85
