@@ -8,6 +8,7 @@ Docs: https://miniai.github.io/miniai/fastpath.html.md"""
 # %% ../nbs/12b_fastpath.ipynb #fb000003
 from __future__ import annotations
 import warnings
+from contextlib import contextmanager
 import numpy as np
 import torch
 
@@ -58,6 +59,7 @@ class GraphedStep:
     def __init__(self, model, loss_func, opt, dtype=torch.bfloat16, graphs=True, warmup=3):
         self.model, self.loss_func, self.opt, self.dtype = model, loss_func, opt, dtype
         self.graphs, self.warmup, self.n_warm, self.graph, self.why_eager = graphs, warmup, 0, None, None
+        self.lrs = None   # on CUDA, once warming up: each param group's lr as a tensor on the device
 
     def forward(self, x, y):
         "Predictions and loss under autocast to `dtype` (None: no autocast)."
@@ -78,60 +80,64 @@ class GraphedStep:
         if self.graphs and x.is_cuda and self.why_eager is None:
             if self.graph is None and self.n_warm < self.warmup: return self._warmup(x, y)
             if self.graph is None: self._capture(x, y)
-            if self.graph is not None and x.shape == self.x.shape and y.shape == self.y.shape:
-                if self._frozen() == self.frozen: return self._replay(x, y)
-                self._eager_from_now("an optimizer without `capturable` changed a hyper-parameter")
+            if x.shape != self.x.shape or y.shape != self.y.shape:   # e.g. a last, smaller batch: a replay's arithmetic
+                with self._lr_tensors(): return self.eager(x, y)
+            if self._frozen() == self.frozen: return self._replay(x, y)
+            self._eager_from_now("an optimizer without `capturable` changed a hyper-parameter")
         return self.eager(x, y)
 
     def _warmup(self, x, y):
         if self.n_warm == 0: self._make_capturable(x.device)
         self.n_warm += 1
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side): out = self.eager(x, y)
-        torch.cuda.current_stream().wait_stream(side)
+        with self._lr_tensors():
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side): out = self.eager(x, y)
+            torch.cuda.current_stream().wait_stream(side)
         return out
 
     def _make_capturable(self, device):
-        "Adam-style optimizers: step counts on the GPU, lr and betas accepted as tensors (`capturable=True`)."
+        "Adam-style optimizers: step counts on the GPU, the lr read from a tensor there (`capturable=True`)."
         for pg in self.opt.param_groups:
             if 'capturable' in pg and not pg.get('fused'): pg['capturable'] = True
         for st in self.opt.state.values():   # e.g. loaded from a checkpoint, with the step count on the CPU
             if torch.is_tensor(st.get('step')): st['step'] = st['step'].to(device)
+        self.lrs = [torch.tensor(float(pg['lr']), device=device) if pg.get('capturable') or pg.get('fused') else None
+                    for pg in self.opt.param_groups]   # None: a group whose optimizer takes only a float lr
+
+    @contextmanager
+    def _lr_tensors(self):
+        "During a step, each group's lr tensor holds the lr the scheduler set and stands in for it; floats again after."
+        groups = self.opt.param_groups
+        saved = [pg['lr'] for pg in groups]
+        for pg, t in zip(groups, self.lrs):
+            if t is not None: t.fill_(pg['lr']); pg['lr'] = t
+        try: yield
+        finally:
+            for pg, lr in zip(groups, saved): pg['lr'] = lr
 
     def _frozen(self):
-        "The hyper-parameters a replay cannot change: those of param groups without tensor lr/betas."
-        return [(None if t else pg['lr'], pg.get('betas'), pg.get('momentum')) for pg, t in zip(self.opt.param_groups, self.hypers)]
+        "The hyper-parameters a replay cannot change: betas, momentum, and the lr of groups without an lr tensor."
+        return [(None if t is not None else pg['lr'], pg.get('betas'), pg.get('momentum'))
+                for pg, t in zip(self.opt.param_groups, self.lrs)]
 
     def _capture(self, x, y):
-        self.x, self.y, self.hypers, saved = x.clone(), y.clone(), [], []
-        for pg in self.opt.param_groups:
-            saved.append({'lr': pg['lr']})
-            t = None
-            if pg.get('capturable') or pg.get('fused'):   # lr as a tensor; betas stay floats (frozen, checked each step)
-                t = {'lr': torch.tensor(float(pg['lr']), device=x.device)}
-                pg.update(t)
-            self.hypers.append(t)
-        self.frozen = self._frozen()
+        if self.lrs is None: self._make_capturable(x.device)   # warmup=0
+        self.x, self.y, self.frozen = x.clone(), y.clone(), self._frozen()
         self.opt.zero_grad(set_to_none=True)     # so the captured backward writes (not adds) the gradients
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            with self._lr_tensors(), torch.cuda.graph(graph):
                 self.preds, self.loss = self.forward(self.x, self.y)
                 self.loss.backward(); self.opt.step()
-            self.graph = graph
         except Exception as e:   # CUDA's random-number state is not usable after a failed capture: stop here, clearly
             raise RuntimeError(f"GraphedStep: capturing the training step in a CUDA graph failed ({type(e).__name__}: "
                                f"{str(e).splitlines()[0]}); train without graphs: fast_cbs(graphs=False).") from e
-        finally:
-            for pg, s in zip(self.opt.param_groups, saved): pg.update(s)   # floats again for the scheduler
+        self.graph = graph
 
     def _replay(self, x, y):
         self.x.copy_(x); self.y.copy_(y)
-        for pg, t in zip(self.opt.param_groups, self.hypers):   # this step's lr and betas, as the scheduler set them
-            if t is None: continue
-            t['lr'].fill_(pg['lr'])
-        self.graph.replay()
+        with self._lr_tensors(): self.graph.replay()   # this step's lr, as the scheduler set it
         return self.preds, self.loss
 
     def _eager_from_now(self, why):

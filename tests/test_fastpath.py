@@ -84,6 +84,43 @@ def test_cuda_graph_step_equals_the_eager_step():
     for p, q in zip(mg.parameters(), me.parameters()): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 @needs_cuda
+def test_where_the_graph_is_captured_does_not_change_the_weights():
+    "A resumed run captures its graph mid-run: a graphed run must give the same bits whichever step it captures at."
+    from miniai.checkpoint import deterministic_training
+    def train(warmup):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                              nn.Linear(8*14*14, 10)).cuda()
+        opt = torch.optim.AdamW(model.parameters(), 1e-2, weight_decay=0.1)
+        step = GraphedStep(model, F.cross_entropy, opt, dtype=torch.bfloat16, warmup=warmup)
+        g = torch.Generator().manual_seed(1)
+        for i in range(12):
+            x, y = torch.randn(64, 1, 28, 28, generator=g).cuda(), torch.randint(0, 10, (64,), generator=g).cuda()
+            opt.param_groups[0]['lr'] = 1e-2*(1 + i)/12   # changed every step, as 1cycle does
+            step(x, y)
+        torch.cuda.synchronize()
+        assert step.graph is not None and step.why_eager is None and step.n_warm == warmup
+        return model.state_dict()
+    with deterministic_training():
+        first, *others = [train(w) for w in (1, 3, 8)]   # captured at step 2, 4 or 9
+    for sd in others: assert all(torch.equal(first[k], sd[k]) for k in first)
+
+def test_lr_tensors_stand_in_for_the_schedulers_floats():
+    "The logic of GraphedStep's lr tensors (on the CPU, with tensors set by hand): filled, swapped in, floats restored."
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD([{'params': [model.weight], 'lr': 0.1}, {'params': [model.bias], 'lr': 0.2}])
+    step = GraphedStep(model, F.cross_entropy, opt, dtype=None)
+    step.lrs = [torch.tensor(0.), None]            # the first group takes a tensor lr, the second only floats
+    with step._lr_tensors():
+        assert opt.param_groups[0]['lr'] is step.lrs[0] and step.lrs[0].item() == pytest.approx(0.1)
+        assert opt.param_groups[1]['lr'] == 0.2
+    assert [pg['lr'] for pg in opt.param_groups] == [0.1, 0.2]
+    with pytest.raises(KeyError):                  # restored even when the step fails
+        with step._lr_tensors(): raise KeyError
+    assert [pg['lr'] for pg in opt.param_groups] == [0.1, 0.2]
+    assert step._frozen() == [(None, None, 0), (0.2, None, 0)]   # the float lr is frozen in a replay, the tensor one is not
+
+@needs_cuda
 def test_graph_train_cb_trains_on_cuda():
     with warnings.catch_warnings():
         warnings.simplefilter('error')
