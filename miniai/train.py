@@ -10,6 +10,7 @@ import argparse, json, math, platform, sys, time
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -148,6 +149,7 @@ def confusion_matrix(preds, targs, n_classes):
 def _plot_confusion(path, cm, classes):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 6))
+    cm = np.asarray(cm)   # matplotlib wants arrays; a tensor's __array__ lacks numpy 2's `copy` argument
     ax.imshow(cm, cmap='Blues')
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha='right'); ax.set_yticks(range(len(classes)), classes)
     for i in range(len(classes)):
@@ -165,7 +167,7 @@ def _plot_examples(path, x, preds, targs, classes, n=24):
     idx = torch.cat([right, wrong])
     fig, axs = plt.subplots(4, n//4, figsize=(n//4*1.6, 4*1.8))
     for ax, i in zip(axs.flat, idx.tolist()):
-        ax.imshow(x[i, 0], cmap='gray'); ax.set_xticks([]); ax.set_yticks([])
+        ax.imshow(np.asarray(x[i, 0]), cmap='gray'); ax.set_xticks([]); ax.set_yticks([])
         bad = preds[i] != targs[i]
         ax.set_title(f"{classes[preds[i]]}\n/ {classes[targs[i]]}", fontsize=7, color='red' if bad else 'black')
         if bad:
