@@ -119,6 +119,13 @@ def test_lr_tensors_stand_in_for_the_schedulers_floats():
         with step._lr_tensors(): raise KeyError
     assert [pg['lr'] for pg in opt.param_groups] == [0.1, 0.2]
     assert step._frozen() == [(None, None, 0), (0.2, None, 0)]   # the float lr is frozen in a replay, the tensor one is not
+    # which groups get a tensor: Adam-style optimizers (made capturable, step counts moved), not SGD
+    adam = torch.optim.AdamW(model.parameters(), 1e-3)
+    model(torch.randn(2, 3)).sum().backward(); adam.step()      # creates the state, with step counts as tensors
+    (s := GraphedStep(model, F.cross_entropy, adam, dtype=None))._make_capturable('cpu')
+    assert adam.param_groups[0]['capturable'] and s.lrs[0].item() == pytest.approx(1e-3)
+    sgd = GraphedStep(model, F.cross_entropy, opt, dtype=None); sgd._make_capturable('cpu')
+    assert sgd.lrs == [None, None] and 'capturable' not in opt.param_groups[0]
 
 @needs_cuda
 def test_graph_train_cb_trains_on_cuda():
