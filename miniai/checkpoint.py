@@ -6,7 +6,7 @@ Docs: https://miniai.github.io/miniai/checkpoint.html.md"""
 
 # %% ../nbs/05a_checkpoint.ipynb #9650515b
 from __future__ import annotations
-import os, pickle, random, re
+import os, pickle, random, re, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,7 +38,14 @@ def set_rng_states(d: dict):
     n = d['numpy']
     np.random.set_state((n['kind'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached_gaussian']))
     torch.set_rng_state(d['torch'])
-    if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
+    if 'cuda' in d and torch.cuda.is_available(): _set_cuda_rng_states(d['cuda'])
+
+def _set_cuda_rng_states(states):
+    "Restore each GPU's generator, for the GPUs this machine has (a checkpoint may come from a machine with more)."
+    n = torch.cuda.device_count()
+    if len(states) > n: warnings.warn(f"The checkpoint holds the random-generator states of {len(states)} GPUs and this "
+                                      f"machine has {n}: the first {n} are restored.")
+    for i, s in enumerate(states[:n]): torch.cuda.set_rng_state(s, i)
 
 # %% ../nbs/05a_checkpoint.ipynb #5a137b21
 def atomic_save(obj, path):

@@ -200,7 +200,8 @@ def test_cuda_rng_state_is_saved_and_restored(tmp_path, monkeypatch):
     restored = []
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'get_rng_state_all', lambda: [s.clone() for s in gpu_states])
-    monkeypatch.setattr(torch.cuda, 'set_rng_state_all', lambda states: restored.append([s.clone() for s in states]))
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setattr(torch.cuda, 'set_rng_state', lambda state, device: restored.append((device, state.clone())))
     learn = make_learner()
     learn.fit(1)
     learn.save(tmp_path / 'ck.pth')
@@ -210,7 +211,14 @@ def test_cuda_rng_state_is_saved_and_restored(tmp_path, monkeypatch):
     resumed.load(tmp_path / 'ck.pth')
     assert restored == []                                   # restored when the next fit starts, by ResumeCB
     resumed.fit(2)
-    assert len(restored) == 1 and all(torch.equal(a, b) for a, b in zip(restored[0], gpu_states))
+    assert [d for d, _ in restored] == [0, 1] and all(torch.equal(a, b) for (_, a), b in zip(restored, gpu_states))
+    # resumed on a machine with one GPU: its state is restored, and a warning says the other one's is not
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    restored.clear()
+    resumed = make_learner()
+    resumed.load(tmp_path / 'ck.pth')
+    with pytest.warns(UserWarning, match='states of 2 GPUs and this machine has 1'): resumed.fit(2)
+    assert [d for d, _ in restored] == [0] and torch.equal(restored[0][1], gpu_states[0])
 
 
 def test_deterministic_training_sets_and_restores_everything(monkeypatch):
