@@ -126,13 +126,21 @@ def check_fits(model, state_dict, path='checkpoint'):
                               + '; '.join(p for p in parts if p) + '. Nothing was loaded.')
 
 # %% ../nbs/05a_checkpoint.ipynb #0c7c7765
+_RUN_FLAGS = ('capturable', 'foreach', 'fused', 'differentiable')   # how this machine runs a step, not what was learnt
+
+def _load_opt_state(opt, state):
+    "`opt.load_state_dict(state)`, keeping `opt`'s own execution flags (a GPU run's `capturable` would break a CPU resume)."
+    flags = [{k: pg[k] for k in _RUN_FLAGS if k in pg} for pg in opt.param_groups]
+    opt.load_state_dict(state)
+    for pg, f in zip(opt.param_groups, flags): pg.update(f)
+
 class ResumeCB(Callback):
     "One-shot: at the end of `before_fit`, restore optimizer, callback and random-generator states from a checkpoint."
     order = 1000
     def __init__(self, state, path): self.state, self.path = state, path
 
     def before_fit(self, learn):
-        if self.state['opt'] is not None and learn.opt is not None: learn.opt.load_state_dict(self.state['opt'])
+        if self.state['opt'] is not None and learn.opt is not None: _load_opt_state(learn.opt, self.state['opt'])
         saved, mine = self.state['callbacks'], _callback_keys(learn)
         for k, cb in mine.items():
             if k in saved: cb.load_state_dict(saved[k])

@@ -240,3 +240,20 @@ def test_deterministic_training_sets_and_restores_everything(monkeypatch):
                 assert settings()[:2] == (True, False)
                 raise RuntimeError('inside')
         assert settings() == before
+
+
+def test_a_gpu_runs_execution_flags_stay_behind(tmp_path):
+    "A CUDA-graph run's checkpoint holds AdamW's `capturable=True`; resumed on the CPU, the CPU optimizer keeps its own flags."
+    def learner():
+        set_seed(0)
+        return Learner(simple_cnn(nfs=(8, 16, 32, 64), norm=True), small_dls(), F.cross_entropy, lr=1e-3, cbs=[TrainCB()],
+                       opt_func=torch.optim.AdamW)
+    straight = learner(); straight.fit(2)
+    learn = learner(); learn.fit(1); learn.save(tmp_path / 'ck.pth')
+    state = read_checkpoint(tmp_path / 'ck.pth')
+    state['opt']['param_groups'][0]['capturable'] = True   # as GraphedStep leaves it on a GPU
+    atomic_save(state, tmp_path / 'gpu.pth')
+    resumed = learner(); resumed.load(tmp_path / 'gpu.pth')
+    resumed.fit(2)                                          # a capturable AdamW step on the CPU would fail here
+    assert resumed.opt.param_groups[0]['capturable'] is False
+    assert all(torch.equal(a, b) for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()))
