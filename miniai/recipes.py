@@ -17,7 +17,7 @@ from .fastpath import FAST_GPU
 
 # %% auto #0
 __all__ = ['RECORDS', 'RECIPES', 'DEFAULT_RECIPE', 'record_model', 'Recipe', 'recipe_table', 'RecipeCB', 'checkpoint_recipe',
-           'FLAGSHIP', 'flagship_model', 'flagship_tfms']
+           'changed_settings', 'FLAGSHIP', 'flagship_model', 'flagship_tfms']
 
 # %% ../nbs/13_recipes.ipynb #b12af486
 # re-exported: the flagship is built in the augmentation lesson (11_augment); the recipes list it with the others
@@ -108,14 +108,22 @@ def recipe_table(recipes=None):
 
 # %% ../nbs/13_recipes.ipynb #ad4c5459
 class RecipeCB(Callback):
-    "Carries the recipe's `name` into checkpoints (its `state_dict`), so a resume can check it was written by the same recipe."
-    def __init__(self, name): self.name = name
-    def state_dict(self): return {'recipe': self.name}
+    "Carries the recipe's `name` and the run's `settings` (plain values) into checkpoints, so a resume can check both."
+    def __init__(self, name, settings=None): self.name, self.settings = name, dict(settings or {})
+    def state_dict(self): return {'recipe': self.name, 'settings': self.settings}
     def load_state_dict(self, d):
         if d.get('recipe') != self.name:
             raise ValueError(f"the checkpoint was written by recipe {d.get('recipe')!r}, not {self.name!r}")
 
+def _recipe_state(state) -> dict:
+    d = state.get('callbacks', {}).get('RecipeCB')
+    return d if isinstance(d, dict) else {}
+
 def checkpoint_recipe(state) -> str | None:
     "The recipe name recorded in a checkpoint's state (see `miniai.checkpoint.read_checkpoint`), or None."
-    d = state.get('callbacks', {}).get('RecipeCB')
-    return d.get('recipe') if isinstance(d, dict) else None
+    return _recipe_state(state).get('recipe')
+
+def changed_settings(state, settings: dict) -> dict:
+    "`{name: (recorded, now)}` for each of `settings` that differs from the checkpoint's record (none recorded: {})."
+    saved = _recipe_state(state).get('settings') or {}
+    return {k: (saved[k], v) for k, v in settings.items() if k in saved and saved[k] != v}

@@ -26,7 +26,7 @@ from .augment import aug_cb, hflip, tta_preds
 from .accel import PRECISIONS, resolve_precision, precision_cbs, matmul_small_convs
 from .distributed import DDPCB, NotEnoughGPUsError, ddp_setup, dist_env, rank_device, sync_batchnorm
 from .fastpath import fast_dls, fast_cbs, on_gpu
-from .recipes import RECIPES, DEFAULT_RECIPE, Recipe, RecipeCB, checkpoint_recipe
+from .recipes import RECIPES, DEFAULT_RECIPE, Recipe, RecipeCB, checkpoint_recipe, changed_settings
 
 # %% auto #0
 __all__ = ['FAST_GRAPHS', 'UsageError', 'check_args', 'run_settings', 'parse_args', 'confusion_matrix', 'train', 'main',
@@ -113,8 +113,8 @@ def parse_args(argv=None):
                    "the hardware is fast at it (bf16 on CPUs with AVX512-bf16/AMX and on CUDA GPUs that have it, else "
                    "fp16) (default: the recipe's)")
     p.add_argument('--resume', action='store_true', help="continue from --out/checkpoint.pth (saved after every "
-                   "epoch) up to --epochs; the result is the same as an uninterrupted run (on CUDA: with "
-                   "--deterministic, the default)")
+                   "epoch) up to --epochs, with the original run's options (other ones are refused); the result is the same "
+                   "as an uninterrupted run (on CUDA: with --deterministic, the default)")
     p.add_argument('--deterministic', action=argparse.BooleanOptionalAction, default=True, help="on CUDA, deterministic "
                    "kernels (cuDNN without autotuning, deterministic algorithms), so a resumed run equals an uninterrupted "
                    "one; --no-deterministic trades that for speed (default: on; the CPU's kernels are deterministic anyway)")
@@ -183,8 +183,8 @@ def train(args) -> dict | None:
     with ddp_setup(args.device or def_device) as (rank, world):   # one process, or each of torchrun's
         return _train(args, recipe, rank, world)
 
-def _check_resume(path, recipe, total_steps):
-    "Read the checkpoint at `path` and check it was written by `recipe` for `total_steps` batches (None: not checked)."
+def _check_resume(path, recipe, total_steps, settings):
+    "Check the checkpoint at `path` was written by `recipe` for `total_steps` batches (None: not checked) with `settings`."
     try: state = read_checkpoint(path)
     except CheckpointError as e: raise UsageError(f"--resume: {e}") from None
     written = checkpoint_recipe(state)
@@ -195,6 +195,10 @@ def _check_resume(path, recipe, total_steps):
     if total_steps is not None and planned is not None and planned != total_steps:
         raise UsageError(f"--resume: the checkpoint's run was planned for {planned} batches, this one for {total_steps}; "
                          "resume with the --epochs, --bs and --subset of the original run.")
+    if changed := changed_settings(state, settings):
+        had = lambda i: ', '.join(f"{k} {v[i]}" for k, v in changed.items())
+        raise UsageError(f"--resume: the checkpoint's run had {had(0)}, this one {had(1)}; resume with the options of the "
+                         "original run.")
 
 def _short(msg, n=300):
     "`msg` on one line, cut to `n` characters."
@@ -233,11 +237,12 @@ def _train(args, recipe, rank, world):
     # with CUDA graphs a replayed step can only change the lr, so momentum is not cycled there
     train_cbs = fast_cbs(precision, graphs=graphs) if fast else precision_cbs(precision)
     sched = OneCycleCB(lr, pct_start=recipe.pct_start, cycle_momentum=not graphs)
+    settings = dict(lr=lr, precision=precision, fast_path=fast, cuda_graphs=graphs, processes=world)   # a resume keeps them
     learn = Learner(model, dls, loss_func, lr=lr, opt_func=opt, cbs=[*train_cbs, DeviceCB(device), *augs, metrics,
-                    rec, sched, RecipeCB(recipe.name), *main_cbs, *([DDPCB()] if world > 1 else [])])
+                    rec, sched, RecipeCB(recipe.name, settings), *main_cbs, *([DDPCB()] if world > 1 else [])])
     if args.resume:
         ck = out/'checkpoint.pth'
-        _check_resume(ck, recipe, epochs*len(dls.train) if world == 1 else None)   # DDP shards the batches later
+        _check_resume(ck, recipe, epochs*len(dls.train) if world == 1 else None, settings)   # DDP shards the batches later
         try: done = learn.load(ck)
         except CheckpointError as e: raise UsageError(f"--resume: {_short(e)}") from None
         if rank == 0: print(f"resuming after epoch {done} of {epochs}")

@@ -163,7 +163,20 @@ def test_checkpoint_of_another_recipe_names_both(simple_run, tmp_path):
     line = _one_error_line(miniai('--recipe', 'resnet', '--epochs', '1', '--subset', '2048', '--out', out, '--resume'))
     assert "'simple_cnn'" in line and "'resnet'" in line
     state = torch.load(out / 'checkpoint.pth', weights_only=False)
-    assert state['callbacks']['RecipeCB'] == {'recipe': 'simple_cnn'}
+    assert state['callbacks']['RecipeCB']['recipe'] == 'simple_cnn'
+
+
+def test_resume_with_other_settings_names_them(simple_run, tmp_path):
+    "A resumed run with another lr or precision would be neither run: refused, naming what changed both ways."
+    import shutil
+    out = tmp_path / 'run'
+    shutil.copytree(simple_run[0], out)
+    settings = torch.load(out / 'checkpoint.pth', weights_only=True)['callbacks']['RecipeCB']['settings']
+    assert {'lr', 'precision', 'fast_path', 'cuda_graphs', 'processes'} <= set(settings)
+    common = ['--recipe', 'simple_cnn', '--epochs', '1', '--subset', '2048', '--out', out, '--resume']
+    line = _one_error_line(miniai(*common, '--lr', str(settings['lr']*2), '--precision', 'fp32'
+                                  if settings['precision'] != 'fp32' else 'bf16'))
+    assert f"had lr {settings['lr']}" in line and f"this one lr {settings['lr']*2}" in line and 'precision' in line
 
 
 def test_a_genuine_bug_keeps_its_traceback(monkeypatch, tmp_path):
