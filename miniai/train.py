@@ -237,7 +237,7 @@ def _train(args, recipe, rank, world):
     # with CUDA graphs a replayed step can only change the lr, so momentum is not cycled there
     train_cbs = fast_cbs(precision, graphs=graphs) if fast else precision_cbs(precision)
     sched = OneCycleCB(lr, pct_start=recipe.pct_start, cycle_momentum=not graphs)
-    settings = dict(lr=lr, precision=precision, fast_path=fast, cuda_graphs=graphs, processes=world)   # a resume keeps them
+    settings = dict(lr=lr, precision=precision, fast_path=fast, cuda_graphs=graphs)   # a resume keeps them (not the processes)
     learn = Learner(model, dls, loss_func, lr=lr, opt_func=opt, cbs=[*train_cbs, DeviceCB(device), *augs, metrics,
                     rec, sched, RecipeCB(recipe.name, settings), *main_cbs, *([DDPCB()] if world > 1 else [])])
     if args.resume:
