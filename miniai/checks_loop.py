@@ -94,8 +94,8 @@ def _toy_loop(with_cbs):
     return Toy
 
 _TOY_CASES = {'a normal fit': {}, 'a CancelBatchException in before_batch': {('before_batch', 2): CancelBatchException},
-              'a CancelFitException in after_batch': {('after_batch', 1): CancelFitException},
-              'a ValueError in after_batch': {('after_batch', 2): ValueError}}
+              'a ValueError in after_batch': {('after_batch', 2): ValueError},
+              'a CancelFitException in after_batch': {('after_batch', 1): CancelFitException}}
 
 def _toy_run(with_cbs, raise_at):
     "The events of one toy fit, and the exception that came out of it (None if none)."
