@@ -725,6 +725,12 @@ FACTORIES = {
     'ema_step': ema_, 'LookaheadCB': lookahead_}
 
 
+@pytest.fixture(autouse=True)
+def _student_mode(monkeypatch):
+    "The checks as a student runs them: solutions mode off (tests/test_notebooks.py sets it for the notebooks only)."
+    monkeypatch.delenv('MINIAI_SOLUTIONS', raising=False)
+
+
 def _as_tuple(o): return o if isinstance(o, tuple) else (o,)
 
 def _run(name, impl): return EXERCISES[name].check.run(*_as_tuple(impl))
