@@ -8,8 +8,7 @@ Docs: https://miniai.github.io/miniai/checking.html.md"""
 from __future__ import annotations
 import dis, functools, inspect, linecache, os, random, sys, types, warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch

@@ -8,12 +8,12 @@ Docs: https://miniai.github.io/miniai/checks_blocks.html.md"""
 from __future__ import annotations
 import shutil, tempfile
 from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from .checking import exercise, wrong, mismatch, call, close, expect_tensor, diagnose
+from .checking import exercise, wrong, mismatch, call, expect_tensor, diagnose
 from .datasets import FASHION_CLASSES
 from .init import GeneralRelu
 from . import datablock, imagefolders, resnet   # miniai's versions, the references

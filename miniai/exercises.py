@@ -10,8 +10,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .checking import (EXERCISES, DIAGNOSES, Result, exercise, wrong, mismatch, call, close, expect_tensor,
-                             diagnose, solutions_mode, is_stub)
+from .checking import (EXERCISES, DIAGNOSES, Result, exercise, wrong, mismatch, call, expect_tensor, diagnose,
+                             solutions_mode, is_stub)
 from .datasets import DataLoaders
 from .learner import Learner, TrainCB
 from .callbacks import Callback
