@@ -1,4 +1,4 @@
-"""The checks of the exercises of lessons 01 to 03: `collate`, a `Sampler`, `TensorBatchSampler`, a convolution from scratch, `to_device`, `Mean` and `Accuracy`.
+"""The checks of the exercises of lessons 01 and 01a: `collate`, a `Sampler`, `TensorBatchSampler`, the cross-entropy loss and a `fit` loop.
 
 Docs: https://miniai.github.io/miniai/checks_data.html.md"""
 
@@ -6,19 +6,20 @@ Docs: https://miniai.github.io/miniai/checks_data.html.md"""
 
 # %% ../nbs/11c_checks_data.ipynb #19cf4661
 from __future__ import annotations
-import itertools, random
+import contextlib, io, itertools, math, random
 
 import numpy as np
 import torch
+from torch import nn
 import torch.nn.functional as F
 from torch.utils.data import RandomSampler, SequentialSampler, default_collate
 
 from .checking import exercise, wrong, mismatch, call, close, expect_tensor, diagnose
-from . import datasets, conv, metrics   # miniai's versions, the references: `datasets.TensorBatchSampler`, ...
+from . import datasets, training   # miniai's versions, the references: `datasets.TensorBatchSampler`, ...
 
 # %% auto #0
-__all__ = ['torch_collate', 'check_collate', 'TorchSampler', 'check_Sampler', 'check_TensorBatchSampler', 'check_conv2d',
-           'check_to_device', 'check_Mean', 'check_Accuracy']
+__all__ = ['torch_collate', 'check_collate', 'TorchSampler', 'check_Sampler', 'check_TensorBatchSampler', 'check_cross_entropy',
+           'check_fit']
 
 # %% ../nbs/11c_checks_data.ipynb #260a3ea0
 def _kind(o) -> str:
@@ -137,119 +138,80 @@ def check_TensorBatchSampler(TensorBatchSampler):
     return "matches miniai's TensorBatchSampler on 4 sizes in order (drop_last both ways) and one shuffled epoch"
 
 # %% ../nbs/11c_checks_data.ipynb #b7394938
-@exercise('conv2d', '02_conv', 'A convolution from scratch', 20,
-          "a 2-d convolution as patches times weights: stride, padding, bias, the output size",
-          lambda: F.conv2d, against="F.conv2d", diagnoses={
-    'conv2d_flipped': "the kernel is flipped (a mathematician's convolution): F.conv2d multiplies each patch by the "
-                      "kernel as it is (a cross-correlation)",
-    'conv2d_no_bias': "the bias is not added: add b[c] to every position of output channel c",
-    'conv2d_no_stride': "the stride is ignored: with stride s the kernel moves s pixels at a time",
-    'conv2d_no_padding': "the padding is ignored: pad the input by `padding` zeros on each side first"})
-def check_conv2d(conv2d):
-    "Check `conv2d(x, w, b=None, stride=1, padding=0)` against `F.conv2d` on four seeded inputs."
-    g, shapes = torch.Generator().manual_seed(0), []
-    for xs, ws, bias, s, p in (((2, 3, 9, 9), (4, 3, 3, 3), True, 1, 0), ((2, 3, 10, 10), (5, 3, 3, 3), True, 2, 1),
-                               ((1, 2, 9, 9), (3, 2, 5, 5), False, 1, 2), ((2, 1, 28, 28), (8, 1, 3, 3), True, 2, 1)):
-        x, w = torch.randn(xs, generator=g), torch.randn(ws, generator=g)
-        b = torch.randn(ws[0], generator=g) if bias else None
-        exp = F.conv2d(x, w, b, stride=s, padding=p)
-        got = expect_tensor(call(conv2d, x, w, b, stride=s, padding=p), 'the output')
-        diagnose('conv2d', got, exp, {'conv2d_flipped': F.conv2d(x, w.flip(-2, -1), b, stride=s, padding=p),
-                                      'conv2d_no_bias': None if b is None else F.conv2d(x, w, None, stride=s, padding=p),
-                                      'conv2d_no_stride': F.conv2d(x, w, b, padding=p) if s > 1 else None,
-                                      'conv2d_no_padding': F.conv2d(x, w, b, stride=s) if p else None},
-                 f"the output for x {xs}, w {ws}, stride {s}, padding {p}", tol=1e-4)
-        shapes.append(tuple(exp.shape))
-    return f"matches F.conv2d on 4 inputs (outputs {', '.join(map(str, shapes))})"
+def _log_softmax(x, dim=-1): return x - x.logsumexp(dim, keepdim=True)
+
+@exercise('cross_entropy', '01a_training', 'The loss and the accuracy', 10,
+          "log-softmax with logsumexp, picking each row's target, the mean over the batch", lambda: F.cross_entropy,
+          against="F.cross_entropy", diagnoses={
+    'ce_overflow': "the loss is NaN or infinite for large scores: exp overflows; write log-softmax as "
+                   "x - x.logsumexp(-1, keepdim=True)",
+    'ce_wrong_dim': "the softmax is taken over the batch (dim 0): each row's scores are normalised over its classes, "
+                    "dim -1",
+    'ce_sum': "the losses of the rows are summed: take their mean",
+    'ce_sign': "the loss is negative: it is minus the log-probability of the right class"})
+def check_cross_entropy(cross_entropy):
+    "Check `cross_entropy(preds, targets)` against `F.cross_entropy` on 3 batches, one with scores in the thousands."
+    g = torch.Generator().manual_seed(0)
+    for scale, n in ((1., 8), (3., 5), (1000., 4)):
+        preds, targs = torch.randn(n, 10, generator=g)*scale, torch.randint(0, 10, (n,), generator=g)
+        got = expect_tensor(call(cross_entropy, preds, targs, name='cross_entropy'), 'the loss', ())
+        pick = lambda lp: lp[range(n), targs]
+        naive = (preds.exp()/preds.exp().sum(-1, keepdim=True)).log()
+        diagnose('cross_entropy', got, F.cross_entropy(preds, targs),
+                 {'ce_overflow': -pick(naive).mean() if scale > 100 else None,
+                  'ce_wrong_dim': -pick(_log_softmax(preds, 0)).mean(), 'ce_sum': -pick(_log_softmax(preds)).sum(),
+                  'ce_sign': pick(_log_softmax(preds)).mean()}, f"the loss of {n} rows of scores of size ~{scale:g}")
+    return "matches F.cross_entropy on 3 batches, also with scores in the thousands"
 
 # %% ../nbs/11c_checks_data.ipynb #76035fd7
-def _first_unmoved(got, exp, path='x'):
-    "Where `got` differs from `exp` (the input moved to 'meta'): (problem, path), or None if it matches."
-    if isinstance(exp, torch.Tensor):
-        if not isinstance(got, torch.Tensor): return 'changed', path
-        return (None if got.device.type == 'meta' and got.shape == exp.shape else 'unmoved'), path
-    if isinstance(exp, dict):
-        if not isinstance(got, dict) or set(got) != set(exp): return 'changed', path
-        return next((r for k in exp if (r := _first_unmoved(got[k], exp[k], f"{path}[{k!r}]"))[0]), (None, path))
-    if isinstance(exp, (list, tuple)):
-        if type(got) is not type(exp):
-            return ('tuple' if isinstance(exp, tuple) and isinstance(got, list) else 'changed'), path
-        if len(got) != len(exp): return 'changed', path
-        return next((r for i, (a, b) in enumerate(zip(got, exp)) if (r := _first_unmoved(a, b, f"{path}[{i}]"))[0]),
-                    (None, path))
-    return (None if got is exp or got == exp else 'changed'), path
+def _fit_variant(epochs, model, loss_func, opt, train_dl, valid_dl, variant=None):
+    "The lesson's `fit` loop (without printing), making one named mistake (None: none)."
+    for epoch in range(epochs):
+        model.train()
+        for xb, yb in train_dl + (valid_dl if variant == 'fit_trains_on_valid' else []):
+            loss_func(model(xb), yb).backward()
+            opt.step()
+            if variant != 'fit_no_zero_grad': opt.zero_grad()
+        model.train(variant == 'fit_no_eval')
+        res = []
+        with torch.no_grad():
+            for xb, yb in valid_dl:
+                preds = model(xb)
+                res.append((loss_func(preds, yb).item(), (preds.argmax(1) == yb).float().mean().item(), len(yb)))
+        w = [n if variant != 'fit_unweighted' else 1 for _, _, n in res]
+        loss, acc = (sum(r[k]*n for r, n in zip(res, w))/sum(w) for k in (0, 1))
+    return loss, acc
 
-@exercise('to_device', '02_conv', 'Where the work runs', 10,
-          "recursion over nested lists, tuples and dicts; moving tensors, keeping everything else",
-          lambda: conv.to_device, diagnoses={
-    'todev_no_nesting': "tensors inside a list or tuple are not moved: call to_device on each element",
-    'todev_no_dict': "tensors inside a dict are not moved: return {k: to_device(v, device) for k, v in x.items()}",
-    'todev_tuple_to_list': "a tuple comes back as a list: rebuild the container with its own type, type(x)(...)",
-    'todev_non_tensors': "something that is not a tensor was changed or dropped: return it as it is"})
-def check_to_device(to_device):
-    "Check `to_device(x, device)` on a tensor, a list, a tuple, a dict and a mix, moving them to the `meta` device."
-    t = lambda *s: torch.ones(s)
-    cases = [t(2), [t(2), t(3, 1)], (t(1), [t(2)]), {'x': t(2), 'y': t(1)}, [t(2), 'label', 3, None],
-             {'xb': t(2, 2), 'ys': [t(1), (t(3), 5)], 'name': 'abc'}]
-    for x in cases:
-        exp = conv.to_device(x, 'meta')
-        problem, path = _first_unmoved(call(to_device, x, 'meta'), exp)
-        if problem is None: continue
-        if problem == 'unmoved' and path == 'x': raise mismatch('to_device', "a tensor was not moved: x.to(device)")
-        if problem == 'unmoved': raise wrong('todev_no_dict' if path.startswith("x['") and path.count('[') == 1
-                                             else 'todev_no_nesting', f" (at {path})")
-        raise wrong('todev_tuple_to_list' if problem == 'tuple' else 'todev_non_tensors', f" (at {path})")
-    return f"matches miniai's to_device on {len(cases)} nested inputs (tensors, lists, tuples, dicts, other values)"
-
-# %% ../nbs/11c_checks_data.ipynb #1e9b9674
-def _value(m, name) -> float:
-    "`m.compute()` as a float."
-    return float(call(m.compute, name=f'{name}.compute'))
-
-@exercise('Mean', '03_metrics', None, 10, "a mean weighted by batch size, kept as a running sum and count",
-          lambda: metrics.Mean, diagnoses={
-    'mean_unweighted': "it averages the batch means without their weights: a batch of 10 counts as much as one of "
-                       "256; keep a running sum of value*weight and of the weights",
-    'mean_sum': "compute returns the running sum: divide it by the total weight",
-    'mean_per_update': "the weighted sum is divided by the number of updates, not by the total weight",
-    'mean_no_reset': "after reset() the earlier updates still count: reset must zero the sum and the weight"})
-def check_Mean(Mean):
-    "Check `Mean().update(value, weight)`, `compute()`, `reset()` on batches of 256, 256 and 10 items."
-    m, vals = call(Mean, name='Mean()'), [(1., 256), (1., 256), (4., 10)]
-    for v, w in vals: call(m.update, torch.tensor(v), weight=w, name='update', none_ok=True)
-    total, weight = sum(v*w for v, w in vals), sum(w for _, w in vals)
-    diagnose('Mean', _value(m, 'Mean'), total/weight, {'mean_unweighted': 2., 'mean_sum': total,
-                                                       'mean_per_update': total/3}, 'the mean of the three batches')
-    call(m.reset, name='reset', none_ok=True)
-    call(m.update, torch.tensor(3.), weight=5, name='update', none_ok=True)
-    diagnose('Mean', _value(m, 'Mean'), 3., {'mean_no_reset': (total + 15)/(weight + 5)}, 'the mean after reset()')
-    return "matches miniai's Mean on 3 batches of 256, 256 and 10 items (1.0575), and after reset()"
-
-# %% ../nbs/11c_checks_data.ipynb #676d632c
-def _acc(p, t): return (p.argmax(-1) == t).float().mean().item()
-
-@exercise('Accuracy', '03_metrics', None, 10, "counting right predictions over uneven batches", lambda: metrics.Accuracy,
-          diagnoses={
-    'acc_argmax_dim': "the predicted class is taken over the wrong dimension: preds.argmax(-1), the class scores of "
-                      "each item",
-    'acc_batch_mean': "it averages the per-batch accuracies: count the right predictions and the items instead",
-    'acc_last_batch': "only the last batch counts: add each batch's counts to running totals",
-    'acc_no_reset': "after reset() the earlier batches still count"})
-def check_Accuracy(Accuracy):
-    "Check `Accuracy().update(preds, targets)`, `compute()`, `reset()` on batches of 6 and 10 items."
+def _fit_run(fit, variant=None):
+    "Fit a seeded MLP with dropout for 2 epochs with `fit` (or a variant): (final weights, returned (loss, acc))."
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(n, 6, generator=g), torch.randint(0, 6, (n,), generator=g)) for n in (6, 10, 4)]
-    (p1, t1), (p2, t2), (p3, t3) = batches
-    m = call(Accuracy, name='Accuracy()')
-    call(m.update, p1, t1, name='update', none_ok=True)
-    diagnose('Accuracy', _value(m, 'Accuracy'), _acc(p1, t1), {'acc_argmax_dim': (p1.argmax(0) == t1).float().mean()},
-             'the accuracy of one batch')
-    call(m.update, p2, t2, name='update', none_ok=True)
-    both = _acc(torch.cat([p1, p2]), torch.cat([t1, t2]))
-    diagnose('Accuracy', _value(m, 'Accuracy'), both, {'acc_batch_mean': (_acc(p1, t1) + _acc(p2, t2))/2,
-                                                       'acc_last_batch': _acc(p2, t2)}, 'the accuracy over two batches')
-    call(m.reset, name='reset', none_ok=True)
-    call(m.update, p3, t3, name='update', none_ok=True)
-    diagnose('Accuracy', _value(m, 'Accuracy'), _acc(p3, t3),
-             {'acc_no_reset': _acc(torch.cat([p1, p2, p3]), torch.cat([t1, t2, t3]))}, 'the accuracy after reset()')
-    return f"matches miniai's Accuracy on batches of 6 and 10 items ({both:.4f}), and after reset()"
+    b = lambda n: (torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g))
+    train, valid = [b(4) for _ in range(5)], [b(4), b(2)]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    with contextlib.redirect_stdout(io.StringIO()):
+        out = call(fit, 2, model, F.cross_entropy, opt, train, valid, name='fit') if variant is None else \
+              _fit_variant(2, model, F.cross_entropy, opt, train, valid, variant)
+    return torch.cat([p.detach().flatten() for p in model.parameters()]), out
+
+@exercise('fit', '01a_training', '`Dataset`, `get_dls` and `fit`', 15,
+          "the training loop with a validation pass: train and eval modes, no gradients, a mean weighted by batch size",
+          lambda: training.fit, diagnoses={
+    'fit_no_zero_grad': "the gradients are never zeroed, so every step adds up all the earlier ones: opt.zero_grad() "
+                        "after opt.step()",
+    'fit_trains_on_valid': "the model also learns from the validation batches: validation only measures, without "
+                           "backward or step",
+    'fit_no_eval': "the validation runs in training mode (dropout still on): call model.eval() before it",
+    'fit_unweighted': "the validation loss and accuracy average the batches' means: weight each batch by its size "
+                      "(the last one is smaller)"})
+def check_fit(fit):
+    "Check `fit(epochs, model, loss_func, opt, train_dl, valid_dl) -> (loss, acc)`: the weights and the validation numbers."
+    (w, out), (ew, eout) = _fit_run(fit), _fit_run(training.fit)
+    variants = {v: _fit_run(None, v) for v in ('fit_no_zero_grad', 'fit_trains_on_valid', 'fit_no_eval', 'fit_unweighted')}
+    diagnose('fit', w, ew, {v: vw for v, (vw, _) in variants.items()}, "the weights after fit(2, ...)")
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise mismatch('fit', "fit should return the last epoch's validation (loss, accuracy)")
+    diagnose('fit', [float(o) for o in out], list(eout), {v: list(vo) for v, (_, vo) in variants.items()},
+             "the (loss, accuracy) returned")
+    return f"matches miniai's fit: the weights after 2 epochs and the validation loss and accuracy ({eout[1]:.3f})"

@@ -76,6 +76,41 @@ def tbs_(m=None):
     return TensorBatchSampler
 
 
+# ---------------------------------------------------------------- 01a_training
+def ce_(m=None):
+    def cross_entropy(preds, targets):
+        if m == 'ce_overflow': lp = (preds.exp()/preds.exp().sum(-1, keepdim=True)).log()
+        else:
+            dim = 0 if m == 'ce_wrong_dim' else -1
+            z = preds - preds.max(dim, keepdim=True).values           # log-sum-exp, shifted by the largest score
+            lp = z - z.exp().sum(dim, keepdim=True).log()
+        picked = lp[torch.arange(len(targets)), targets]
+        loss = picked.sum() if m == 'ce_sum' else picked.mean()
+        return loss if m == 'ce_sign' else -loss
+    return cross_entropy
+
+
+def fit_(m=None):
+    def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
+        for epoch in range(epochs):
+            model.train()
+            for xb, yb in list(train_dl) + (list(valid_dl) if m == 'fit_trains_on_valid' else []):
+                loss_func(model(xb), yb).backward()
+                opt.step()
+                if m != 'fit_no_zero_grad': opt.zero_grad()
+            if m != 'fit_no_eval': model.eval()
+            tot_loss = tot_acc = count = 0.
+            with torch.no_grad():
+                for xb, yb in valid_dl:
+                    p, w = model(xb), 1 if m == 'fit_unweighted' else len(yb)
+                    tot_loss += loss_func(p, yb).item()*w
+                    tot_acc += (p.argmax(-1) == yb).float().mean().item()*w
+                    count += w
+            print(f"epoch {epoch}: valid loss {tot_loss/count:.3f}, accuracy {tot_acc/count:.3f}")
+        return tot_loss/count, tot_acc/count
+    return fit
+
+
 # ---------------------------------------------------------------- 02_conv
 def conv2d_(m=None):
     def conv2d(x, w, b=None, stride=1, padding=0):
@@ -713,7 +748,8 @@ def lookahead_(m=None):
 
 
 FACTORIES = {
-    'collate': collate_, 'Sampler': sampler_, 'TensorBatchSampler': tbs_, 'conv2d': conv2d_, 'to_device': to_device_,
+    'collate': collate_, 'Sampler': sampler_, 'TensorBatchSampler': tbs_, 'cross_entropy': ce_, 'fit': fit_,
+    'conv2d': conv2d_, 'to_device': to_device_,
     'Mean': mean_, 'Accuracy': accuracy_, 'run_cbs': run_cbs_, 'with_cbs': with_cbs_, 'TrainCB': traincb_,
     'Learner': learner_, 'SkipNonFiniteCB': skipnf_, 'rng_states': rng_, 'atomic_save': atomic_, 'Hook': hook_,
     'append_stats': stats_, 'kaiming_normal_': kaiming_, 'GeneralRelu': grelu_, 'lsuv_init': lsuv_,
