@@ -1,4 +1,4 @@
-"""Why deep networks explode or vanish, Glorot and Kaiming init, PyTorch's `sqrt(5)`, input normalisation, `GeneralRelu` and LSUV.
+"""Why deep networks explode or vanish, LeCun, Glorot and Kaiming init, PyTorch's `sqrt(5)`, input normalisation, `GeneralRelu` and LSUV.
 
 Docs: https://miniai.github.io/miniai/init.html.md"""
 
