@@ -130,7 +130,9 @@ def _label_outer(ax, xlabel, ylabel):
     if spec is None or spec.is_first_col(): ax.set_ylabel(ylabel)
 
 class ActivationStats(HooksCallback):
-    "Record mean, std and histogram of the outputs of the modules chosen by `mod_filter`, with plots of them."
+    """Record mean, std and histogram of the outputs of the modules chosen by `mod_filter`, with plots of them.
+
+    The per-batch curves are drawn without antialiasing: they are noisy, and so the pictures stay light."""
     def __init__(self, mod_filter=None, on_train=True, on_valid=False, mods=None):
         super().__init__(append_stats, mod_filter, on_train, on_valid, mods)
 
@@ -171,7 +173,7 @@ class ActivationStats(HooksCallback):
         "Per layer, the fraction of activations with |x| < 0.25 in each batch; returns `(fig, axes)`."
         fig, axs, flat = self._axes(axs, figsize, title)
         for ax, h, name in zip(flat, self, self.layer_names()):
-            ax.plot(get_min(h).numpy(), lw=1)
+            ax.plot(get_min(h).numpy(), lw=1, antialiased=False)
             ax.set(ylim=(0, 1.02), title=name)
             _label_outer(ax, self._xlabel(), 'fraction |x| < 0.25')
         return fig, axs
@@ -183,7 +185,7 @@ class ActivationStats(HooksCallback):
         fig = axs[0].figure
         if title is not None: fig.suptitle(title)
         for h, name in zip(self, self.layer_names()):
-            for i in 0, 1: axs[i].plot(h.stats[i], label=name, lw=1)
+            for i in 0, 1: axs[i].plot(h.stats[i], label=name, lw=1, antialiased=False)
         axs[0].set(title='Means', xlabel=self._xlabel(), ylabel='mean of the activations')
         axs[1].set(title='Standard deviations', xlabel=self._xlabel(), ylabel='std of the activations')
         axs[1].legend(fontsize=8)
