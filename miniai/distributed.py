@@ -7,7 +7,7 @@ Docs: https://miniai.github.io/miniai/distributed.html.md"""
 
 # %% ../nbs/12a_distributed.ipynb #e14d4de5
 from __future__ import annotations
-import os, warnings
+import os, sys, warnings
 from contextlib import contextmanager
 
 import torch
@@ -177,9 +177,14 @@ def _cat_over_ranks(v):
     dist.all_gather_object(parts, [x.cpu() if isinstance(x, torch.Tensor) else x for x in v])
     return [x.to(dev) if isinstance(x, torch.Tensor) else x for part in parts for x in part]
 
+def _is_torcheval(metric) -> bool:
+    "Is `metric` a torcheval `Metric`? (torcheval is imported by whoever made one; miniai does not need it.)"
+    tm = sys.modules.get('torcheval.metrics')
+    return tm is not None and isinstance(metric, tm.Metric)
+
 def _check_reducible(metric):
     "Refuse, before training, a metric whose state over several ranks cannot be combined: it declares none."
-    if hasattr(metric, 'merge_state') or hasattr(metric, 'dist_states'): return
+    if _is_torcheval(metric) or hasattr(metric, 'dist_states'): return
     raise TypeError(f"DDPCB cannot combine the metric {type(metric).__name__} over processes: it declares no state. Give "
                     "its class `dist_states = (...)`, the names of the attributes holding its sums, counts or lists (as "
                     "miniai's Mean and Accuracy do), or use a torcheval metric.")
@@ -189,8 +194,8 @@ def reduce_metric(metric):
     sync (`merge_state`); any other through `metric.dist_states`, the names of its sums and counts (summed) and its lists
     (joined). Settings (torcheval's `k`, `num_classes`...) are never touched."""
     _check_reducible(metric)
-    if hasattr(metric, 'merge_state'):
-        from torcheval.metrics.toolkit import get_synced_metric   # only torcheval metrics get here: torcheval is there
+    if _is_torcheval(metric):
+        from torcheval.metrics.toolkit import get_synced_metric
         metric.load_state_dict(get_synced_metric(metric).state_dict())
         return metric
     for k in metric.dist_states:

@@ -195,3 +195,20 @@ def test_nccl_two_gpus_train_like_one(tmp_path):
     assert rb['processes'] == 2 and rb['device'].startswith('cuda')
     # cuDNN and NCCL sum in other orders than the CPU: the loose yardstick of two different global batches (>1e-3) still holds
     assert abs(ra['test_accuracy'] - rb['test_accuracy']) < 0.02
+
+
+# ---- which metrics DDPCB can combine over ranks (no process group needed for the check itself) ----
+def test_a_metric_that_declares_no_state_is_refused_by_name():
+    from torcheval.metrics import MulticlassAccuracy
+    from miniai.distributed import reduce_metric, _check_reducible
+    from miniai.metrics import Accuracy, Mean
+    for m in (Accuracy(), Mean(), MulticlassAccuracy()): _check_reducible(m)   # declared: miniai's, torcheval's
+    class Guess:                      # keeps its state in attributes, but says nothing about which ones
+        def __init__(self): self.hits, self.n = 0, 0
+        def merge_state(self, others): pass   # a method of the same name is not torcheval's protocol
+    with pytest.raises(TypeError, match=r'cannot combine the metric Guess over processes: it declares no state.*dist_states'):
+        reduce_metric(Guess())
+    class Odd:
+        dist_states = ('name',)
+        name = 'x'
+    with pytest.raises(TypeError, match=r'Odd\.name is a str'): reduce_metric(Odd())
