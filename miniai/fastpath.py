@@ -14,11 +14,34 @@ import torch
 
 from .conv import def_device
 from .datasets import DataLoaders, TensorBatchSampler, fashion_mnist_arrays, FASHION_MEAN, FASHION_STD
-from .learner import Learner, TrainCB, compute_loss
+from .learner import Learner, TrainCB, NanGuardCB, compute_loss
 from .accel import MixedPrecision, ChannelsLastCB
 
 # %% auto #0
-__all__ = ['FAST_GPU', 'DeviceDL', 'fast_dls', 'GraphedStep', 'GraphTrainCB', 'on_gpu', 'fast_cbs']
+__all__ = ['HOST_READS', 'FAST_GPU', 'count_host_reads', 'DeviceDL', 'fast_dls', 'GraphedStep', 'GraphTrainCB', 'on_gpu',
+           'fast_cbs']
+
+# %% ../nbs/12b_fastpath.ipynb #c0ffee11
+import collections, functools
+
+HOST_READS = ('item', 'cpu', 'tolist', 'numpy', '__float__', '__int__', '__bool__')   # how a tensor's value reaches Python
+
+@contextmanager
+def count_host_reads(names=HOST_READS):
+    "Inside the block, count the calls (a `Counter` by method name) that copy a tensor's value to Python; all put back after."
+    counts, own = collections.Counter(), {n: vars(torch.Tensor).get(n) for n in names}
+    def counting(name, f):
+        @functools.wraps(f)
+        def g(*args, **kwargs):
+            counts[name] += 1
+            return f(*args, **kwargs)
+        return g
+    for n in names: setattr(torch.Tensor, n, counting(n, getattr(torch.Tensor, n)))
+    try: yield counts
+    finally:
+        for n, f in own.items():
+            if f is None: delattr(torch.Tensor, n)   # inherited from the C base class: removing ours uncovers it
+            else: setattr(torch.Tensor, n, f)
 
 # %% ../nbs/12b_fastpath.ipynb #f0a00003
 class DeviceDL:
@@ -147,13 +170,15 @@ class GraphedStep:
 # %% ../nbs/12b_fastpath.ipynb #f0a0000b
 _STEP_EVENTS = ('predict', 'get_loss', 'backward', 'step', 'zero_grad')     # the step itself: a second one would run twice
 _INSIDE_STEP = ('after_predict', 'after_loss', 'after_backward', 'before_step')   # would act after the step was taken
+_READS_ONLY = {(NanGuardCB, 'after_loss')}   # keeps a reference to the loss, read later: it may come after the step
 
 def _unhonoured(learn, me) -> list:
     "`'Callback.event'` for every event of `learn`'s other callbacks (or `Learner` subclass) that a whole-step `predict` breaks."
     found = [f"{type(learn).__name__}.{ev} (a method of the Learner subclass: the events never reach callbacks)"
              for ev in _STEP_EVENTS if getattr(type(learn), ev) is not getattr(Learner, ev)]
     return found + [f"{type(cb).__name__}.{ev}" for cb in learn.cbs if cb is not me
-                    for ev in _STEP_EVENTS + _INSIDE_STEP if callable(getattr(cb, ev, None))]
+                    for ev in _STEP_EVENTS + _INSIDE_STEP if callable(getattr(cb, ev, None))
+                    and not any(isinstance(cb, c) and ev == e for c, e in _READS_ONLY)]
 
 class GraphTrainCB(TrainCB):
     "`TrainCB` for the GPU fast path: each training step is one `GraphedStep` (a CUDA graph on the GPU) under `dtype` autocast."
