@@ -1,4 +1,4 @@
-"""A convolution from scratch and compared with PyTorch's, the devices we train on, and the lesson's simple stride-2 CNN.
+"""A convolution from scratch and compared with PyTorch's, the devices we train on, and the course's simple stride-2 CNN.
 
 Docs: https://miniai.github.io/miniai/conv.html.md"""
 

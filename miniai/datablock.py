@@ -263,10 +263,11 @@ class SplitData:
         return SplitData(LabeledData.label_by_func(self.train, f, proc_x, proc_y),
                          LabeledData.label_by_func(self.valid, f, proc_x, proc_y))
 
-    def to_dls(self, bs=64, num_workers=None, c_in=None, c_out=None, **kwargs):
+    def to_dls(self, bs=64, num_workers=None, c_in=None, c_out=None, drop_last=False, **kwargs):
         "`DataLoaders` (valid batches of `2*bs`, decoded in `num_workers` processes); sets `c_in`, `c_out` and `vocab`."
         if num_workers is None: num_workers = default_workers()
-        dls = DataLoaders(DataLoader(self.train, batch_size=bs, shuffle=True, num_workers=num_workers, **kwargs),
+        dls = DataLoaders(DataLoader(self.train, batch_size=bs, shuffle=True, num_workers=num_workers,
+                                     drop_last=drop_last, **kwargs),   # drop_last: the incomplete last training batch
                           DataLoader(self.valid, batch_size=bs*2, num_workers=num_workers, **kwargs))
         x0 = self.train.x[0]
         dls.c_in = c_in if c_in is not None else (x0.shape[0] if hasattr(x0, 'shape') else None)

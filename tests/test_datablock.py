@@ -248,3 +248,12 @@ def test_corrupt_images_skipped_and_counted(tmp_path):
         assert len(ImageList.from_files(p/'train'/'coat', skip_corrupt=True).skipped) == 0
     for f in get_files(p/'train'/'coat', '.png'): f.write_text('x')
     with pytest.raises(ValueError, match='None of the 2 files'): ImageList.from_files(p/'train'/'coat', skip_corrupt=True)
+
+
+def test_to_dls_drop_last_drops_only_the_incomplete_training_batch(tree):
+    ll = SplitData.split_by_func(ImageList.from_files(tree, tfms=[to_byte_tensor, to_float_tensor]),
+                                 partial(grandparent_splitter, valid_name='val')).label_by_func(parent_labeler)
+    kept, dropped = ll.to_dls(bs=64, num_workers=0), ll.to_dls(bs=64, num_workers=0, drop_last=True)
+    assert (len(kept.train), len(dropped.train)) == (5, 4)        # 300 images: 4 batches of 64 and one of 44
+    assert [len(y) for _, y in dropped.train] == [64]*4
+    assert sum(len(y) for _, y in dropped.valid) == sum(len(y) for _, y in kept.valid) == 300   # validation keeps all
