@@ -52,8 +52,9 @@ def _read_weights(fn: Path) -> dict:
     try: sd = torch.load(fn, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         refused = re.search(r'GLOBAL (\S+)', str(e))   # the weights-only unpickler met a reference to code, as in 05a
-        why = f"refused: it refers to `{refused.group(1)}`, which a model file never does" if refused else "not readable"
-        raise RunError(f"{fn}: {why} (damaged, or not written by miniai?); nothing in it was run.") from None
+        if not refused: raise RunError(f"{fn}: not a readable model file (truncated or damaged?).") from None
+        raise RunError(f"{fn}: refused: it refers to `{refused.group(1)}`, which a model file never does (loading it "
+                       "could run code); nothing in it was run.") from None
     except Exception as e: raise RunError(f"{fn}: not a readable model file (truncated or damaged?): {type(e).__name__}.") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise RunError(f"{fn}: not a model's weights (a state dict of tensors was expected).")

@@ -1,4 +1,4 @@
-"""Train a named recipe on Fashion-MNIST from the command line, and write a report: metrics, plots, the model.
+"""Train a named recipe on Fashion-MNIST, or on a folder of your own pictures, from the command line, and write a report: metrics, plots, the model.
 
 Docs: https://miniai.github.io/miniai/train.html.md"""
 
