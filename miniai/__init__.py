@@ -10,3 +10,8 @@ Modules:
 - `miniai.resnet`: Deeper and wider CNNs, the residual block (and its pre-activation variant), global average pooling, and a `summary` table of shapes, parameters and MFLOPs."""
 
 __version__ = "0.1.0"
+
+# Later lessons add methods to `Learner` with `@patch` (`save`/`load`, `summary`, `show_image_batch`/`capture_preds`).
+# Python runs this file before any `miniai.<module>` is imported, so importing those modules here, in lesson order,
+# gives every learner all of its methods whatever a notebook imports (`from miniai.learner import *` included).
+from . import checkpoint, resnet, augment   # noqa: E402,F401  (05a, 10, 11)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 
 from .callbacks import Callback, CancelFitException
-from .learner import Learner
+from .learner import Learner, trial_fit
 from .conv import to_cpu
 from .datasets import show_images
 from .init import BatchTransformCB
@@ -183,7 +183,7 @@ class _GrabBatch(Callback):
 @patch
 def show_image_batch(self: Learner, max_n=9, cbs=None, **kwargs):
     "The course's `learn.show_image_batch()`: the first `max_n` inputs of a training batch as the model would see them."
-    self.fit(1, cbs=[_GrabBatch(), *([] if cbs is None else cbs)])
+    with trial_fit(self): self.fit(1, cbs=[_GrabBatch(), *([] if cbs is None else cbs)])   # a look, not a step of the run
     return show_images(to_cpu(self.batch[0][:max_n]), **kwargs)
 
 # %% ../nbs/11_augment.ipynb #db01d74d

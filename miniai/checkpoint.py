@@ -140,6 +140,7 @@ class ResumeCB(Callback):
     def __init__(self, state, path): self.state, self.path = state, path
 
     def before_fit(self, learn):
+        if not learn.do_train or learn.trial: return   # an evaluation pass or a trial: wait for the run's next fit
         if self.state['opt'] is not None and learn.opt is not None: _load_opt_state(learn.opt, self.state['opt'])
         saved, mine = self.state['callbacks'], _callback_keys(learn)
         for k, cb in mine.items():
@@ -181,6 +182,7 @@ class CheckpointCB(Callback):
         self.best = None
 
     def after_epoch(self, learn):
+        if not learn.do_train or learn.trial: return    # an evaluation pass or a trial is not the run's progress
         if learn.training and learn.do_valid: return   # wait for the validation phase of this epoch
         learn.save(self.path, epochs_done=learn.epoch + 1)
         if self.monitor is None: return

@@ -345,9 +345,9 @@ def fashion_dls(bs=256, n_train=None, n_valid=None, normalize=True, path=None, g
     return DataLoaders.from_tensors(xt, yt, xv, yv, bs=bs, generator=generator)
 
 # %% ../nbs/01_datasets.ipynb #e0617842
-def set_seed(seed, deterministic=False):
-    "Seed Python's, NumPy's and PyTorch's random generators; optionally require deterministic algorithms."
-    torch.use_deterministic_algorithms(deterministic)
+def set_seed(seed, deterministic=None):
+    "Seed Python's, NumPy's and PyTorch's random generators; `deterministic=True`/`False` also switches deterministic algorithms on/off."
+    if deterministic is not None: torch.use_deterministic_algorithms(deterministic)   # None: leave the setting as it is
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)

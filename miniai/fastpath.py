@@ -18,7 +18,30 @@ from .learner import TrainCB, compute_loss
 from .accel import MixedPrecision, ChannelsLastCB
 
 # %% auto #0
-__all__ = ['FAST_GPU', 'DeviceDL', 'fast_dls', 'GraphedStep', 'GraphTrainCB', 'on_gpu', 'fast_cbs']
+__all__ = ['HOST_READS', 'FAST_GPU', 'count_host_reads', 'DeviceDL', 'fast_dls', 'GraphedStep', 'GraphTrainCB', 'on_gpu',
+           'fast_cbs']
+
+# %% ../nbs/12b_fastpath.ipynb #c0ffee11
+import collections, functools
+
+HOST_READS = ('item', 'cpu', 'tolist', 'numpy', '__float__', '__int__', '__bool__')   # how a tensor's value reaches Python
+
+@contextmanager
+def count_host_reads(names=HOST_READS):
+    "Inside the block, count the calls (a `Counter` by method name) that copy a tensor's value to Python; all put back after."
+    counts, own = collections.Counter(), {n: vars(torch.Tensor).get(n) for n in names}
+    def counting(name, f):
+        @functools.wraps(f)
+        def g(*args, **kwargs):
+            counts[name] += 1
+            return f(*args, **kwargs)
+        return g
+    for n in names: setattr(torch.Tensor, n, counting(n, getattr(torch.Tensor, n)))
+    try: yield counts
+    finally:
+        for n, f in own.items():
+            if f is None: delattr(torch.Tensor, n)   # inherited from the C base class: removing ours uncovers it
+            else: setattr(torch.Tensor, n, f)
 
 # %% ../nbs/12b_fastpath.ipynb #f0a00003
 class DeviceDL:

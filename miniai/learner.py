@@ -7,12 +7,13 @@ Docs: https://miniai.github.io/miniai/learner.html.md"""
 # %% ../nbs/05_learner.ipynb #ff677b93
 from __future__ import annotations
 import copy, math, sys, time
-from operator import attrgetter
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
+from fastcore.basics import patch
 from fastcore.imports import IN_NOTEBOOK
 from fastprogress import master_bar, progress_bar
 
@@ -22,9 +23,9 @@ from .callbacks import (Callback, CancelBatchException, CancelEpochException, Ca
                               SingleBatchCB, as_cb_list, run_cbs, with_cbs)
 
 # %% auto #0
-__all__ = ['NonFiniteLossError', 'compute_loss', 'Learner', 'TrainCB', 'DeviceCB', 'MetricsCB', 'ProgressCB', 'TrainLearner',
-           'MomentumLearner', 'LRFinderCB', 'lr_find', 'to_cpu', 'Callback', 'CancelBatchException',
-           'CancelEpochException', 'CancelFitException', 'SingleBatchCB', 'run_cbs', 'with_cbs']
+__all__ = ['compute_loss', 'Learner', 'TrainCB', 'DeviceCB', 'MetricsCB', 'ProgressCB', 'TrainLearner', 'MomentumLearner',
+           'LRFinderCB', 'trial_fit', 'lr_find', 'NonFiniteLossError', 'NanGuardCB', 'to_cpu', 'Callback',
+           'CancelBatchException', 'CancelEpochException', 'CancelFitException', 'SingleBatchCB', 'run_cbs', 'with_cbs']
 
 # %% ../nbs/05_learner.ipynb #a6e947c0
 # re-exported: course notebooks get these from `miniai.learner`
@@ -32,14 +33,6 @@ _all_ = ['to_cpu', 'Callback', 'CancelBatchException', 'CancelEpochException', '
          'SingleBatchCB', 'run_cbs', 'with_cbs']
 
 # %% ../nbs/05_learner.ipynb #c5177831
-class NonFiniteLossError(FloatingPointError):
-    "The loss became NaN or infinite; raised by the `Learner`'s guard, naming the epoch and batch."
-
-def _check_dl(dl, name):
-    if hasattr(dl, '__len__') and len(dl) == 0:
-        raise ValueError(f"The {name} DataLoader is empty (0 batches): check the dataset's length and the batch size "
-                         "(with drop_last=True a dataset smaller than one batch gives no batches).")
-
 def compute_loss(loss_func, preds, *targets):
     "`loss_func(preds, *targets)`, turning a shape mismatch into an error that names both shapes."
     try: return loss_func(preds, *targets)
@@ -49,119 +42,91 @@ def compute_loss(loss_func, preds, *targets):
         raise ValueError(f"{name} failed on model output of shape {shape(preds)} and target of shape "
                          f"{', '.join(str(shape(t)) for t in targets)}: {str(e).splitlines()[0]}") from e
 
+def _check_dl(dl, name):
+    if hasattr(dl, '__len__') and len(dl) == 0:
+        raise ValueError(f"The {name} DataLoader is empty (0 batches): check the dataset's length and the batch size "
+                         "(with drop_last=True a dataset smaller than one batch gives no batches).")
+
+def _check_fit(learn, n_epochs, lr, train, valid):
+    "The learning rate `fit` is to use, after one clear `ValueError` for a bad argument or an empty DataLoader."
+    lr = learn.lr if lr is None else lr
+    if not isinstance(n_epochs, int) or n_epochs < 0: raise ValueError(f"n_epochs must be an int >= 0, got {n_epochs!r}")
+    if train and lr is None and learn.opt_func: raise ValueError("No learning rate: pass `lr=` to the Learner or to `fit`.")
+    if lr is not None and lr < 0: raise ValueError(f"lr must be >= 0, got {lr}")
+    if train: _check_dl(learn.train_dl, 'training')
+    if valid: _check_dl(learn.valid_dl, 'validation')
+    return lr
+
+def _get_dl(dls, i):
+    "`dls.train` (i=0) or `dls.valid` (i=1); for a list or tuple of loaders `dls[i]` (None when there is none)."
+    name = ('train', 'valid')[i]
+    if hasattr(dls, name): return getattr(dls, name)
+    return dls[i] if i < len(dls) else None
+
 # %% ../nbs/05_learner.ipynb #db4a499b
 class Learner:
     """Fit `model` on `dls` with `loss_func` and an optimizer from `opt_func`; callbacks in `cbs` do the rest.
-
-    Later lessons add methods with `@patch`: `save`/`load` (05a_checkpoint) and `summary` (10_resnet)."""
+    Later lessons add, with `@patch`: `save`, `load` (05a), `summary` (10), `show_image_batch`, `capture_preds` (11)."""
+    default_cbs = ()   # callback classes every new learner gets (unless `cbs` has one of that class): the NaN guard
     def __init__(self, model, dls=(0,), loss_func=F.mse_loss, lr=0.1, cbs=None, opt_func=torch.optim.SGD):
         self.model, self.dls, self.loss_func, self.lr, self.opt_func = model, dls, loss_func, lr, opt_func
-        self.cbs, self._by_order, self.opt, self.epoch, self.iter, self.training = [], None, None, 0, 0, False
-        self.n_epochs, self.start_epoch, self._watched = 0, 0, []
-        for cb in as_cb_list(cbs): self.add_cb(cb)
+        self.cbs, self.opt, self.training, self.n_epochs, self.start_epoch, self.trial = [], None, False, 0, 0, False
+        cbs = as_cb_list(cbs)
+        for cb in [c() for c in self.default_cbs if not any(isinstance(o, c) for o in cbs)] + cbs: self.add_cb(cb)
 
     def add_cb(self, cb):
         "Attach `cb` to this learner for every later `fit`."
         cb.learn = self
         self.cbs.append(cb)
-        self._by_order = None
         return cb
-
     def remove_cb(self, cb):
         "Detach `cb`."
         self.cbs.remove(cb)
-        self._by_order = None
         return cb
 
-    def callback(self, method_nm):
-        # Sort once per change of `cbs`, not on each of the ~10 events per batch: this is the hot path. (The length
-        # check also catches code that appends to `learn.cbs` directly instead of calling `add_cb`.)
-        if self._by_order is None or len(self._by_order) != len(self.cbs):
-            self._by_order = sorted(self.cbs, key=attrgetter('order'))
-        for cb in self._by_order:
-            method = getattr(cb, method_nm, None)
-            if method is not None: method(self)
+    def callback(self, method_nm): run_cbs(self.cbs, method_nm, self)   # sorted by `order` at every event
 
     def fit(self, n_epochs=1, train=True, valid=True, cbs=None, lr=None):
-        "Train for `n_epochs` (`train`/`valid` phases as asked); `cbs` are used for this call only; `lr` overrides `self.lr`."
-        lr = self.lr if lr is None else lr
-        if not isinstance(n_epochs, int) or n_epochs < 0: raise ValueError(f"n_epochs must be an int >= 0, got {n_epochs!r}")
-        if lr is None and self.opt_func: raise ValueError("No learning rate: pass `lr=` to the Learner or to `fit`.")
-        if lr is not None and lr < 0: raise ValueError(f"lr must be >= 0, got {lr}")
-        if train: _check_dl(self.train_dl, 'training')
-        if valid: _check_dl(self.valid_dl, 'validation')
-        cbs = as_cb_list(cbs)
-        for cb in cbs: self.add_cb(cb)
-        start, self.start_epoch = self.start_epoch, 0   # set by `load` (05a) to resume; used by one fit only
+        "Train for `n_epochs` (`train=False`: evaluate only); `cbs` are used for this call only; `lr` overrides `self.lr`."
+        lr = _check_fit(self, n_epochs, lr, train, valid)
+        cbs = [self.add_cb(cb) for cb in as_cb_list(cbs)]
         try:
-            self.n_epochs, self.epochs, self.do_train, self.do_valid = n_epochs, range(start, n_epochs), train, valid
-            if self.opt_func: self.opt = self.opt_func(self.model.parameters(), lr)
+            self.do_train, self.do_valid, start = train, valid, 0
+            if train and not self.trial:   # a fit of the training run (see `trial_fit`): it starts where `load` left off
+                start, self.start_epoch, self.n_epochs = self.start_epoch, 0, n_epochs
+            self.epochs = range(start, n_epochs)
+            if train and self.opt_func: self.opt = self.opt_func(self.model.parameters(), lr)   # only training needs one
             self._fit(train, valid)
         finally:
             for cb in cbs: self.remove_cb(cb)
 
-    @property
-    def train_dl(self): return self.dls.train if hasattr(self.dls, 'train') else self.dls[0]
-    @property
-    def valid_dl(self): return self.dls.valid if hasattr(self.dls, 'valid') else (self.dls[1:] or [None])[0]
+    train_dl = property(lambda self: _get_dl(self.dls, 0), doc="The training DataLoader: `dls.train` (or `dls[0]`).")
+    valid_dl = property(lambda self: _get_dl(self.dls, 1), doc="The validation DataLoader: `dls.valid` (or `dls[1]`).")
 
     @with_cbs('fit')
     def _fit(self, train, valid):
         for self.epoch in self.epochs:
             if train: self.one_epoch(True)
-            if valid:
-                with torch.no_grad(): self.one_epoch(False)
+            if valid: torch.no_grad()(self.one_epoch)(False)
 
     def one_epoch(self, training):
         "One pass over the training (`training=True`) or validation data."
         self.model.train(training)
-        self.training = training
-        self.dl = self.train_dl if training else self.valid_dl
+        self.training, self.dl = training, self.train_dl if training else self.valid_dl
         self._one_epoch()
 
     @with_cbs('epoch')
     def _one_epoch(self):
-        self._watched = []
         for self.iter, self.batch in enumerate(self.dl): self._one_batch()
-        self._check_losses(at_end=True)   # before `after_epoch` (metrics, checkpoints) sees the phase
 
     @with_cbs('batch')
     def _one_batch(self):
         self.predict();  self.callback('after_predict')
         self.get_loss(); self.callback('after_loss')
-        if self.nan_guard: self._watch_loss()
         if self.training:
             self.backward(); self.callback('after_backward')
             self.step();     self.callback('after_step')
             self.zero_grad()
-
-    nan_guard = True       # stop `fit` with `NonFiniteLossError` when a loss is NaN or infinite (False allows it)
-    nan_check_every = 25   # batches between the guard's checks, each one host transfer; also checked at each phase's end
-
-    def _watch_loss(self):
-        "Keep a reference to this batch's loss (no host transfer); check the kept ones every `nan_check_every` batches."
-        loss = getattr(self, 'loss', None)
-        if isinstance(loss, torch.Tensor): self._watched.append((self.iter, loss.detach()))
-        if len(self._watched) >= self.nan_check_every: self._check_losses()
-
-    def _check_losses(self, at_end=False):
-        "Read whether the watched losses were finite in one host transfer; raise `NonFiniteLossError` at the first that was not."
-        watched, self._watched = self._watched, []
-        if not self.nan_guard or not watched: return
-        losses = [l for _, l in watched]
-        finite = (torch.stack(losses).isfinite() if all(l.ndim == 0 for l in losses)
-                  else torch.stack([l.isfinite().all() for l in losses])).tolist()
-        if all(finite): return
-        k = finite.index(False)
-        (i, loss), steps = watched[k], (len(watched) - k - (not at_end) if self.training else 0)
-        raise NonFiniteLossError(
-            f"The loss is {loss.float().mean().item()} at epoch {self.epoch}, batch {i} "
-            f"({'training' if self.training else 'validation'}); "
-            + (f"the optimizer stepped {steps} time(s) since (the guard checks every {self.nan_check_every} batches), so "
-               "the weights in memory may be damaged; checkpoints saved at epoch ends are not. " if steps else
-               "training stopped before the weights were updated. ")
-            + "Try a lower learning rate, or check the data for NaN/Inf. (`learn.nan_guard = False` allows it; "
-              "`learn.nan_check_every = 1` stops at once, at the cost of one host transfer per batch.)")
 
     # The five steps of a batch: events by default, so a callback (TrainCB) or a subclass (TrainLearner) defines them.
     def predict(self):   self.callback('predict')
@@ -169,10 +134,6 @@ class Learner:
     def backward(self):  self.callback('backward')
     def step(self):      self.callback('step')
     def zero_grad(self): self.callback('zero_grad')
-
-    def lr_find(self, gamma=1.3, max_mult=3, start_lr=1e-5, max_epochs=10, plot=True):
-        "Run the learning-rate finder (see `lr_find`); the model's weights are restored afterwards."
-        return lr_find(self, gamma=gamma, max_mult=max_mult, start_lr=start_lr, max_epochs=max_epochs, plot=plot)
 
 # %% ../nbs/05_learner.ipynb #81ef6722
 class TrainCB(Callback):
@@ -396,12 +357,69 @@ class LRFinderCB(Callback):
         ax.legend()
         return ax
 
+# %% ../nbs/05_learner.ipynb #c0ffee06
+@contextmanager
+def trial_fit(learn):
+    "Fits inside are trials (`learn.trial`): no checkpoint saved, a `load` kept for the next fit; weights, grads, optimizer put back."
+    model, opt, was = learn.model, learn.opt, learn.trial
+    weights = copy.deepcopy(model.state_dict())   # BatchNorm's running statistics too
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]   # momentum, for MomentumLearner
+    learn.trial = True
+    try: yield learn
+    finally:
+        model.load_state_dict(weights)
+        for p, g in zip(model.parameters(), grads): p.grad = g
+        learn.model, learn.opt, learn.trial = model, opt, was
+
 def lr_find(learn, gamma=1.3, max_mult=3, start_lr=1e-5, max_epochs=10, plot=True):
-    "Run `LRFinderCB` on `learn` from `start_lr`; restore the model's weights afterwards; return the suggested lr."
-    saved, guard = copy.deepcopy(learn.model.state_dict()), learn.nan_guard
+    "Run `LRFinderCB` on `learn` from `start_lr` as a trial (`trial_fit`), keep it as `learn.lr_finder`; return the suggested lr."
     cb = LRFinderCB(gamma=gamma, max_mult=max_mult, plot=plot)
-    learn.nan_guard = False  # a diverging loss is what the finder looks for
-    try: learn.fit(max_epochs, lr=start_lr, cbs=cb)
-    finally: learn.model.load_state_dict(saved); learn.nan_guard = guard
+    with trial_fit(learn): learn.fit(max_epochs, lr=start_lr, cbs=cb)
     learn.lr_finder = cb
     return cb.suggestion()
+
+@patch
+def lr_find(self: Learner, gamma=1.3, max_mult=3, start_lr=1e-5, max_epochs=10, plot=True):
+    "The course's `learn.lr_find()`: the function `lr_find` as a method."
+    return lr_find(self, gamma, max_mult, start_lr, max_epochs, plot)
+
+# %% ../nbs/05_learner.ipynb #c0ffee07
+class NonFiniteLossError(FloatingPointError):
+    "The loss became NaN or infinite; raised by `NanGuardCB`, naming the epoch and batch."
+
+class NanGuardCB(Callback):
+    "Stop `fit` with `NonFiniteLossError` when a loss is NaN or infinite, reading the kept losses every `check_every` batches."
+    order = MetricsCB.order - 1   # a phase's last check comes before the metrics and checkpoints see the phase
+    def __init__(self, check_every=25): self.check_every, self.watched = check_every, []
+
+    # `learn.nan_guard = False` switches a learner's guard off, `learn.nan_check_every = n` overrides `check_every`;
+    # a trial (the lr finder) is not guarded: its training is undone, and a diverging loss is what the finder looks for.
+    def _on(self, learn): return getattr(learn, 'nan_guard', True) and not learn.trial
+    def _every(self, learn): return getattr(learn, 'nan_check_every', self.check_every)
+    def before_epoch(self, learn): self.watched = []
+    def after_loss(self, learn):   # before `backward`: with `check_every=1` a bad loss never reaches the weights
+        if not self._on(learn): return
+        if isinstance(learn.loss, torch.Tensor): self.watched.append((learn.iter, learn.loss.detach()))   # no read yet
+        if len(self.watched) >= self._every(learn): self.check(learn)
+    def after_epoch(self, learn): self.check(learn, at_end=True)
+
+    def check(self, learn, at_end=False):
+        "Read whether the kept losses were finite, in one host transfer; raise `NonFiniteLossError` at the first that was not."
+        watched, self.watched = self.watched, []
+        if not watched: return
+        losses = [l for _, l in watched]
+        finite = (torch.stack(losses).isfinite() if all(l.ndim == 0 for l in losses)
+                  else torch.stack([l.isfinite().all() for l in losses])).tolist()
+        if all(finite): return
+        k = finite.index(False)
+        (i, loss), steps = watched[k], (len(watched) - k - (not at_end) if learn.training else 0)
+        raise NonFiniteLossError(
+            f"The loss is {loss.float().mean().item()} at epoch {learn.epoch}, batch {i} "
+            f"({'training' if learn.training else 'validation'}); "
+            + (f"the optimizer stepped {steps} time(s) since (the guard checks every {self._every(learn)} batches), so "
+               "the weights in memory may be damaged; checkpoints saved at epoch ends are not. " if steps else
+               "training stopped before the weights were updated. ")
+            + "Try a lower learning rate, or check the data for NaN/Inf. (`learn.nan_guard = False` allows it; "
+              "`learn.nan_check_every = 1` stops at once, at the cost of one host transfer per batch.)")
+
+Learner.default_cbs = (NanGuardCB,)   # every new Learner gets a NaN guard

@@ -209,9 +209,10 @@ class BaseSchedCB(Callback):
     "Build `sched(learn.opt)` when fitting starts (a torch `lr_scheduler` factory or `ParamSched`); subclasses step it."
     order = 10
     def __init__(self, sched): self.sched = sched
-    def before_fit(self, learn): self.schedo = self.sched(learn.opt)
+    def before_fit(self, learn):   # an evaluation pass (no optimizer) or a trial (the lr finder) leaves the schedule alone
+        if learn.do_train and not learn.trial: self.schedo = self.sched(learn.opt)
     def _step(self, learn):
-        if learn.training: self.schedo.step()
+        if learn.training and not learn.trial: self.schedo.step()
     # Checkpoints save and restore the scheduler's position, so a resumed run continues the same schedule.
     def state_dict(self): return self.schedo.state_dict()
     def load_state_dict(self, d): self.schedo.load_state_dict(d)

@@ -257,3 +257,51 @@ def test_a_gpu_runs_execution_flags_stay_behind(tmp_path):
     resumed.fit(2)                                          # a capturable AdamW step on the CPU would fail here
     assert resumed.opt.param_groups[0]['capturable'] is False
     assert all(torch.equal(a, b) for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()))
+
+
+# ---- an evaluation pass (or the lr finder, or a look at a batch) neither saves nor uses up a resume ----
+
+def _no_time(history): return [{k: v for k, v in r.items() if k != 'time'} for r in history]
+
+
+def _evaluation_passes():
+    "Each way the public API runs a fit that is not part of training: name -> f(learn)."
+    from miniai.augment import capture_preds, tta_preds
+    return {'capture_preds': capture_preds, 'tta_preds': tta_preds,
+            'fit(train=False)': lambda learn: learn.fit(1, train=False),
+            'lr_find': lambda learn: learn.lr_find(plot=False),
+            'show_image_batch': lambda learn: learn.show_image_batch(max_n=4)}
+
+
+@pytest.mark.parametrize('name', list(_evaluation_passes()))
+def test_an_evaluation_pass_does_not_rewrite_the_checkpoint(tmp_path, name):
+    ck = tmp_path / 'ck.pth'
+    learn = make_learner([CheckpointCB(ck, monitor='accuracy')])
+    learn.fit(1)
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    _evaluation_passes()[name](learn)
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize('name', list(_evaluation_passes()))
+def test_an_evaluation_pass_right_after_load_leaves_the_resume_for_the_next_fit(tmp_path, name):
+    "`load`, look at the predictions (or find an lr), then `fit`: the run the uninterrupted one is."
+    straight = make_learner()
+    straight.fit(2)
+    first = make_learner()
+    first.fit(1)
+    first.save(tmp_path / 'ck.pth')
+    resumed = make_learner()
+    resumed.load(tmp_path / 'ck.pth')
+    _evaluation_passes()[name](resumed)
+    resumed.fit(2)
+    assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in straight.model.state_dict().items())
+    assert _no_time(resumed.metrics.history) == _no_time(straight.metrics.history)
+
+
+def test_save_after_an_evaluation_pass_records_the_epochs_trained(tmp_path):
+    from miniai.augment import capture_preds
+    learn = make_learner()
+    learn.fit(2)
+    capture_preds(learn)
+    assert read_checkpoint(learn.save(tmp_path / 'ck.pth'))['epochs_done'] == 2

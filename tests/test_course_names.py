@@ -5,6 +5,7 @@ project keeps a thing in another module, the course's module re-exports it (note
 import pytest
 
 COURSE_NAMES = {
+    'training': 'accuracy report Dataset fit get_dls',
     'datasets': 'inplace collate_dict show_image subplots get_grid show_images DataLoaders',
     'conv': 'def_device conv to_device collate_device',
     'learner': ('CancelFitException CancelBatchException CancelEpochException Callback run_cbs SingleBatchCB to_cpu '
@@ -42,3 +43,41 @@ def test_course_schedulers_work_from_sgd():
     sched = ns['BatchSchedCB'](partial(lr_scheduler.CosineAnnealingLR, T_max=4))
     Learner(torch.nn.Linear(4, 2), dls, torch.nn.functional.cross_entropy, lr=0.1, cbs=[TrainCB(), sched, rec]).fit(1)
     assert rec.recs['lr'][0] == pytest.approx(0.1) and rec.recs['lr'][2] == pytest.approx(0.05)
+
+
+def test_a_learner_has_every_lesson_s_methods_whatever_was_imported(tmp_path):
+    "A student's notebook that imports only `miniai.learner` still gets the methods later lessons add to `Learner`."
+    import subprocess, sys, textwrap
+    script = textwrap.dedent(f'''
+        from miniai.learner import *
+        import torch, torch.nn.functional as F
+        from torch import nn
+        x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 2, (32,))
+        dls = [[(x[:16], y[:16]), (x[16:], y[16:])], [(x, y)]]
+        learn = Learner(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), dls, F.cross_entropy, cbs=[TrainCB()])
+        learn.fit(1)
+        print(learn.save({str(tmp_path / 'ck.pth')!r}).name)
+        missing = [m for m in ('save', 'load', 'capture_preds', 'show_image_batch', 'summary') if not hasattr(learn, m)]
+        print('missing:', missing)
+    ''')
+    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split('\n')[:2] == ['ck.pth', 'missing: []'], out.stdout
+
+
+def test_the_course_s_minibatch_training_names_train_an_mlp():
+    "The course's `miniai.training`: `Dataset`, `get_dls`, `fit`, `accuracy`, `report`, on a problem an MLP can learn."
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+    from miniai.training import Dataset, accuracy, fit, get_dls, report
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 10, generator=g); y = (x[:, 0] + x[:, 1] > 0).long()
+    train_ds, valid_ds = Dataset(x[:384], y[:384]), Dataset(x[384:], y[384:])
+    assert len(train_ds) == 384 and torch.equal(train_ds[3][0], x[3])
+    train_dl, valid_dl = get_dls(train_ds, valid_ds, bs=32)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 2))
+    loss, acc = fit(3, model, F.cross_entropy, torch.optim.SGD(model.parameters(), lr=0.2), train_dl, valid_dl)
+    assert acc > 0.9 and loss < 0.4, (loss, acc)
+    assert accuracy(torch.tensor([[0., 1.], [1., 0.]]), torch.tensor([1, 1])).item() == 0.5

@@ -248,3 +248,18 @@ def test_quick_mode_env(monkeypatch):
     monkeypatch.setenv('IN_TEST', '1'); assert quick_mode()
     monkeypatch.setenv('MINIAI_QUICK', '0'); assert not quick_mode()
     monkeypatch.setenv('MINIAI_QUICK', '1'); assert quick_mode()
+
+
+def test_set_seed_leaves_deterministic_training_on():
+    import torch
+    from miniai.checkpoint import deterministic_training
+    from miniai.datasets import set_seed
+    with deterministic_training():
+        set_seed(0)
+        assert torch.are_deterministic_algorithms_enabled()        # the block is not undone
+        set_seed(0, deterministic=False)                            # ...unless asked
+        assert not torch.are_deterministic_algorithms_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()
+    set_seed(0, deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled()
+    set_seed(0, deterministic=False)

@@ -1,5 +1,5 @@
 "No per-batch host synchronisation: count the reads of tensor values back to the host during a short real `fit`."
-import collections, contextlib, functools, warnings
+import warnings
 
 import pytest
 import torch
@@ -7,30 +7,9 @@ import torch.nn.functional as F
 
 import miniai.learner
 from miniai.datasets import DataLoaders
+from miniai.fastpath import count_host_reads   # lesson 12b: the counter of values read back to Python
 from miniai.learner import DeviceCB, Learner, MetricsCB, ProgressCB, TrainCB
 from miniai.metrics import Accuracy
-
-# Every way a tensor's value reaches Python; on a GPU each one waits until all queued work is done.
-READS = ('item', 'cpu', 'tolist', 'numpy', '__float__', '__int__', '__bool__')
-
-
-@contextlib.contextmanager
-def count_host_reads():
-    "Count calls of the `READS` methods on any tensor inside the block (a Counter by method name)."
-    counts, own = collections.Counter(), {n: n in vars(torch.Tensor) for n in READS}
-    originals = {n: getattr(torch.Tensor, n) for n in READS}
-    def counting(name, f):
-        @functools.wraps(f)
-        def g(self, *args, **kwargs):
-            counts[name] += 1
-            return f(self, *args, **kwargs)
-        return g
-    for n, f in originals.items(): setattr(torch.Tensor, n, counting(n, f))
-    try: yield counts
-    finally:
-        for n, f in originals.items():
-            if own[n]: setattr(torch.Tensor, n, f)
-            else: delattr(torch.Tensor, n)
 
 
 def test_the_counter_counts():

@@ -414,3 +414,76 @@ def test_metrics_gathered_in_chunks_equal_metrics_per_batch():
     for a, b in zip(one, chunked):
         assert a['phase'] == b['phase'] and a['accuracy'] == b['accuracy']
         assert abs(a['loss'] - b['loss']) < 1e-6
+
+
+# ---- evaluation-only fits, trials (the lr finder), callbacks replaced in place, the NaN guard as a callback ----
+
+def test_an_evaluation_only_fit_builds_no_optimizer_and_keeps_the_one_there_is():
+    learn = toy_learner([MetricsCB(quiet=True)])
+    learn.fit(1, train=False)
+    assert learn.opt is None                       # nothing trained, nothing to optimise
+    learn.fit(2)
+    opt, state = learn.opt, copy.deepcopy(learn.opt.state_dict())
+    learn.fit(1, train=False)
+    assert learn.opt is opt and learn.opt.state_dict() == state
+    assert learn.n_epochs == 2                     # the run's epochs, not the evaluation pass's
+    plain = MomentumLearner(nn.Linear(3, 2), toy_dls(), F.cross_entropy)   # no lr: fine when nothing trains
+    plain.fit(1, train=False)
+
+
+def test_lr_find_puts_back_the_optimizer_and_the_momentum_in_the_gradients():
+    learn = MomentumLearner(nn.Linear(3, 2), toy_dls(n_train=200), F.cross_entropy, lr=0.1)
+    learn.fit(1, valid=False)
+    opt, state = learn.opt, copy.deepcopy(learn.opt.state_dict())
+    grads = [p.grad.clone() for p in learn.model.parameters()]   # MomentumLearner's momentum lives in the gradients
+    learn.lr_find(plot=False)
+    assert learn.opt is opt and learn.opt.state_dict() == state
+    assert all(torch.equal(p.grad, g) for p, g in zip(learn.model.parameters(), grads))
+    assert learn.n_epochs == 1 and not learn.trial
+
+
+def test_a_callback_replaced_in_place_runs():
+    class Count(Callback):
+        def __init__(self): self.n = 0
+        def after_batch(self, learn): self.n += 1
+    old, new = Count(), Count()
+    learn = toy_learner([old])
+    learn.fit(1)
+    i = learn.cbs.index(old)
+    learn.cbs[i] = new                              # same length, another callback
+    learn.fit(1)
+    assert (old.n, new.n) == (5, 5)                 # 3 training + 2 validation batches each fit
+
+
+def test_the_order_is_read_at_every_event():
+    seen = []
+    class A(Callback):
+        def __init__(self, name, order): self.name, self.order = name, order
+        def before_fit(self, learn): seen.append(self.name)
+    a, b = A('a', 1), A('b', 2)
+    learn = toy_learner([a, b])
+    learn.fit(1)
+    b.order = 0                                     # changed after being attached
+    learn.fit(1)
+    assert seen == ['a', 'b', 'b', 'a']
+
+
+def test_the_nan_guard_is_a_default_callback():
+    from miniai.learner import NanGuardCB
+    learn = toy_learner()
+    guards = [c for c in learn.cbs if isinstance(c, NanGuardCB)]
+    assert len(guards) == 1
+    mine = NanGuardCB(check_every=1)
+    learn = Learner(nn.Linear(3, 2), toy_dls(), F.cross_entropy, lr=0.1, cbs=[TrainCB(), mine])
+    assert [c for c in learn.cbs if isinstance(c, NanGuardCB)] == [mine]   # one given replaces the default
+    class Poison(Callback):
+        def after_predict(self, learn):
+            if learn.training and learn.iter == 1: learn.preds = learn.preds*float('nan')
+    learn = toy_learner([Poison()], n_train=40)
+    learn.remove_cb(next(c for c in learn.cbs if isinstance(c, NanGuardCB)))
+    learn.fit(1)                                    # no guard, no error
+
+
+def test_the_learner_class_fits_on_a_screen():
+    import inspect
+    assert len(inspect.getsource(Learner).splitlines()) <= 70
