@@ -36,7 +36,8 @@ def _fashion_picture(x, k, rng, colour, min_size, max_size):
     "The `k`-th picture of a folder from the uint8 image `x`: a tinted colour crop (fraction `colour`), else greyscale."
     if rng.random() < colour:   # RGB as PNG and JPEG, RGBA, palette: a random crop at a random size, tinted
         im = _tinted(x, rng, min_size, max_size)
-        return [(im, '.png'), (im, '.jpg'), (im.convert('RGBA'), '.png'), (im.convert('P', palette=Image.Palette.ADAPTIVE), '.png')][k % 4]
+        palette = im.convert('P', palette=Image.Palette.ADAPTIVE)
+        return [(im, '.png'), (im, '.jpg'), (im.convert('RGBA'), '.png'), (palette, '.png')][k % 4]
     im = Image.fromarray(x)
     if k % 2: im = im.resize(tuple(int(o) for o in rng.integers(min_size, max_size + 1, size=2)), Image.Resampling.BILINEAR)
     return im, '.png'
@@ -69,7 +70,8 @@ class ImageFolderError(ValueError):
 
 def _subdirs(p: Path) -> list: return sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith('.'))
 
-def _names(paths, n=3) -> str: return ', '.join(str(p) for p in paths[:n]) + (f' and {len(paths) - n} more' if len(paths) > n else '')
+def _names(paths, n=3) -> str:
+    return ', '.join(str(p) for p in paths[:n]) + (f' and {len(paths) - n} more' if len(paths) > n else '')
 
 def _class_files(folder: Path) -> dict:
     "`{class: image files}` for each class folder in `folder` (sub-folders of a class folder included)."

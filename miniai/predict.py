@@ -55,7 +55,8 @@ def _read_weights(fn: Path) -> dict:
         if not refused: raise RunError(f"{fn}: not a readable model file (truncated or damaged?).") from None
         raise RunError(f"{fn}: refused: it refers to `{refused.group(1)}`, which a model file never does (loading it "
                        "could run code); nothing in it was run.") from None
-    except Exception as e: raise RunError(f"{fn}: not a readable model file (truncated or damaged?): {type(e).__name__}.") from None
+    except Exception as e:   # torch.load raises many types for damaged files (zip, pickle, EOF, runtime errors)
+        raise RunError(f"{fn}: not a readable model file (truncated or damaged?): {type(e).__name__}.") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise RunError(f"{fn}: not a model's weights (a state dict of tensors was expected).")
     return sd
@@ -109,7 +110,7 @@ def load_run(run_dir, device=None) -> Run:
     run_dir = Path(run_dir).expanduser()
     report = _read_report(run_dir)
     try: pre, classes = Preprocess(**report['preprocess']), list(report['classes'])
-    except (KeyError, TypeError) as e: raise RunError(f"{run_dir/'metrics.json'} lacks the preprocessing or the classes.") from None
+    except (KeyError, TypeError): raise RunError(f"{run_dir/'metrics.json'} lacks the preprocessing or the classes.") from None
     recipe = RECIPES[report['recipe']]
     model = recipe.make_model(n_in=pre.channels, n_out=len(classes))
     sd = _read_weights(run_dir/'model.pth')

@@ -8,8 +8,10 @@ from PIL import Image
 
 @pytest.fixture(scope='module')
 def cache(tmp_path_factory):
-    "A private MINIAI_CACHE for this module (subprocesses inherit it)."
+    "A private MINIAI_CACHE for this module's conversions (subprocesses inherit it), with Fashion-MNIST's cache linked in."
+    from miniai.datasets import cache_dir
     old, new = os.environ.get('MINIAI_CACHE'), tmp_path_factory.mktemp('cache')
+    if (cache_dir()/'fashion_mnist').is_dir(): (new/'fashion_mnist').symlink_to(cache_dir()/'fashion_mnist')
     os.environ['MINIAI_CACHE'] = str(new)
     yield new
     if old is None: os.environ.pop('MINIAI_CACHE', None)

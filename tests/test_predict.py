@@ -16,7 +16,10 @@ def miniai(*args, exe=None):
 
 @pytest.fixture(scope='module')
 def cache(tmp_path_factory):
+    "A private MINIAI_CACHE for this module's conversions (subprocesses inherit it), with Fashion-MNIST's cache linked in."
+    from miniai.datasets import cache_dir
     old, new = os.environ.get('MINIAI_CACHE'), tmp_path_factory.mktemp('cache')
+    if (cache_dir()/'fashion_mnist').is_dir(): (new/'fashion_mnist').symlink_to(cache_dir()/'fashion_mnist')
     os.environ['MINIAI_CACHE'] = str(new)
     yield new
     if old is None: os.environ.pop('MINIAI_CACHE', None)
@@ -54,7 +57,8 @@ def test_the_report_of_an_images_run(images_run):
     folder, out, res = images_run
     report = json.loads((out/'metrics.json').read_text())
     assert report['classes'] == ['bag', 'sneaker', 'trouser'] and report['format'] == 1
-    assert report['preprocess']['mode'] == 'RGB' and report['preprocess']['size'] == 32 and len(report['preprocess']['mean']) == 3
+    pre = report['preprocess']
+    assert pre['mode'] == 'RGB' and pre['size'] == 32 and len(pre['mean']) == 3
     assert report['data']['n_train'] == 240 and report['data']['n_valid'] == 60 and report['data']['images'] == str(folder)
     assert report['bs'] == 32   # the recipe's 256, halved until an epoch of 240 pictures has enough batches
     assert sum(map(sum, report['confusion_matrix'])) == 60 and len(report['confusion_matrix']) == 3
