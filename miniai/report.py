@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure   # figures drawn without pyplot: no backend or other global state is touched
 
 # %% auto #0
 __all__ = ['RUN_FORMAT', 'plot_losses', 'plot_schedule', 'confusion_matrix', 'plot_confusion', 'plot_examples', 'link_latest']
@@ -21,20 +22,18 @@ RUN_FORMAT = 1   # the layout of a run folder's metrics.json, which `miniai pred
 # %% ../nbs/19_report.ipynb #b284ead6
 def plot_losses(path, losses, n_batches, valid_losses):
     "Save the training loss of every batch and the validation loss of every epoch (log scale) to `path`."
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4)); ax = fig.subplots()
     ax.plot(losses, lw=0.8, label='train (per batch)')
     ax.plot([(i + 1)*n_batches for i in range(len(valid_losses))], valid_losses, 'o-', label='valid (per epoch)')
     ax.set_xlabel('batch'); ax.set_ylabel('loss'); ax.set_yscale('log'); ax.legend()
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+    fig.tight_layout(); fig.savefig(path, dpi=100)
 
 def plot_schedule(path, lrs, moms):
     "Save the learning rate and the momentum (AdamW's beta1) of every batch to `path`."
-    import matplotlib.pyplot as plt
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3))
+    fig = Figure(figsize=(9, 3)); a1, a2 = fig.subplots(1, 2)
     a1.plot(lrs); a1.set_xlabel('batch'); a1.set_ylabel('learning rate')
     a2.plot(moms, color='C1'); a2.set_xlabel('batch'); a2.set_ylabel('momentum (AdamW beta1)')
-    fig.suptitle('one-cycle schedule'); fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+    fig.suptitle('one-cycle schedule'); fig.tight_layout(); fig.savefig(path, dpi=100)
 
 # %% ../nbs/19_report.ipynb #39e86527
 def confusion_matrix(preds, targs, n_classes):
@@ -43,8 +42,7 @@ def confusion_matrix(preds, targs, n_classes):
 
 def plot_confusion(path, cm, classes, split='test'):
     "Save the confusion matrix `cm` (rows: true class, columns: predicted) with the `classes` as labels to `path`."
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig = Figure(figsize=(7, 6)); ax = fig.subplots()
     cm = np.asarray(cm)   # matplotlib wants arrays; a tensor's __array__ lacks numpy 2's `copy` argument
     ax.imshow(cm, cmap='Blues')
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha='right'); ax.set_yticks(range(len(classes)), classes)
@@ -53,16 +51,15 @@ def plot_confusion(path, cm, classes, split='test'):
             ax.text(j, i, int(cm[i, j]), ha='center', va='center', fontsize=7,
                     color='white' if cm[i, j] > cm.max()/2 else 'black')
     ax.set_xlabel('predicted'); ax.set_ylabel('true'); ax.set_title(f'{split} set confusion matrix')
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+    fig.tight_layout(); fig.savefig(path, dpi=100)
 
 # %% ../nbs/19_report.ipynb #4d94b8c0
 def plot_examples(path, x, preds, targs, classes, split='test', n=24):
     "Save a grid of uint8 images `x` titled 'predicted / true', mistakes in red (half the grid when there are some)."
-    import matplotlib.pyplot as plt
     wrong = (preds != targs).nonzero().flatten()[:n//2]
     right = (preds == targs).nonzero().flatten()[:n - len(wrong)]
     idx = torch.cat([right, wrong])
-    fig, axs = plt.subplots(4, n//4, figsize=(n//4*1.6, 4*1.8))
+    fig = Figure(figsize=(n//4*1.6, 4*1.8)); axs = fig.subplots(4, n//4)
     for ax, i in zip(axs.flat, idx.tolist()):
         im = np.asarray(x[i].permute(1, 2, 0))   # (H, W, C)
         ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap='gray'); ax.set_xticks([]); ax.set_yticks([])
@@ -72,7 +69,7 @@ def plot_examples(path, x, preds, targs, classes, split='test', n=24):
             for sp in ax.spines.values(): sp.set_color('red'); sp.set_linewidth(2)
     for ax in axs.flat[len(idx):]: ax.set_axis_off()
     fig.suptitle(f'{split} images: predicted / true (mistakes in red)', fontsize=9)
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+    fig.tight_layout(); fig.savefig(path, dpi=100)
 
 # %% ../nbs/19_report.ipynb #d839d302
 def link_latest(out) -> str:

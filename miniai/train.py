@@ -283,8 +283,6 @@ def _report(args, recipe, learn, metrics, rec, run):
     report['confusion_matrix'] = cm.tolist()
     report = _round(report)
     (out/'metrics.json').write_text(json.dumps(report, indent=2))
-    import matplotlib
-    matplotlib.use('Agg')
     plot_losses(out/'loss.png', recs['loss'], n_batches, [r['loss'] for r in valid])
     plot_schedule(out/'lr.png', recs['lr'], recs['mom'])
     plot_confusion(out/'confusion.png', cm, data.classes, data.valid_name)
