@@ -241,10 +241,11 @@ def accuracy(probs, targs):
 FLAGSHIP = dict(nfs=(8, 16, 32, 64, 128), ks0=5, stem='conv', stride0=1, epochs=4, bs=256, lr=1e-2, wd=1e-2,
                 label_smoothing=0.1, pad=0, erase=0.)
 
-def flagship_model(nfs=None):
-    "The flagship Fashion-MNIST ResNet (`FLAGSHIP`'s channels, stem and pooling head)."
+def flagship_model(nfs=None, n_in=1, n_out=10):
+    "The flagship ResNet (`FLAGSHIP`'s channels, stem and pooling head) for `n_in`-channel images and `n_out` classes."
     f = FLAGSHIP
-    return resnet(tuple(nfs or f['nfs']), ks0=f['ks0'], stem=f['stem'], stride0=f['stride0'], head='pool')
+    return resnet(tuple(nfs or f['nfs']), ks0=f['ks0'], stem=f['stem'], stride0=f['stride0'], head='pool', n_in=n_in,
+                  n_out=n_out)
 
 def flagship_tfms(pad=None, erase=None):
     "The flagship's training augmentations: per-image crop (`pad`), flip, and rand_erase if `erase` > 0."
