@@ -121,8 +121,9 @@ RESUMABLE = textwrap.dedent("""
     from miniai.callbacks import Callback
     from miniai.checkpoint import CheckpointCB
     from functools import partial
-    T.fashion_dls = partial(T.fashion_dls, n_valid=512)   # a smaller test set: the run's validations take no time
-    T.RECIPES['flip_cnn'] = Recipe('flip_cnn', 'the lessons CNN with random flips', lambda: simple_cnn(norm=True),
+    T.fashion_data = partial(T.fashion_data, n_valid=512)   # a smaller test set: the run's validations take no time
+    T.RECIPES['flip_cnn'] = Recipe('flip_cnn', 'the lessons CNN with random flips',
+                                   lambda n_in=1, n_out=10: simple_cnn(n_in=n_in, n_out=n_out, norm=True),
                                    lr=1e-2, bs=128, epochs=2, make_tfms=lambda: [RandFlip()])
     class StopAfterEpoch1(Callback):
         order = CheckpointCB.order + 1
