@@ -50,6 +50,7 @@ test: setup data
 
 bench: setup data
 	$(PY) bench/overhead.py
+	$(PY) bench/callback_order.py
 	$(PY) bench/data.py
 	$(PY) bench/datablock.py
 	$(PY) bench/amp.py

@@ -1,11 +1,12 @@
 """The cost of sorting the callbacks at every event, as `Learner.callback` does (like the course), against a learner
 that keeps them sorted in a cache keyed on the identity and order of `learn.cbs`' contents: the same fit of a small MLP
 on Fashion-MNIST batches (the smallest per-batch arithmetic of the lessons, so the loop's own cost shows most),
-with the usual callbacks, interleaved. Prints the time per batch of each and their ratio.
+with the usual callbacks, interleaved. Prints the time per batch of each and their ratio, and the cost of one event
+(`learn.callback`) each way, timed alone.
 
     python bench/callback_order.py [--reps 5] [--n-train 6400]
 """
-import argparse, contextlib, io, statistics, time
+import argparse, contextlib, io, statistics, time, timeit
 from operator import attrgetter
 
 import torch
@@ -52,10 +53,17 @@ def main():
             t, n_cbs = fit_time(cls, dls)
             if rep: times[cls].append(t)
     a, b = statistics.median(times[Learner]), statistics.median(times[CachedLearner])
+    events = {}
+    for cls in (Learner, CachedLearner):
+        learn = cls(nn.Linear(1, 1), dls, cbs=[TrainCB(), DeviceCB('cpu'), MetricsCB(accuracy=Accuracy()), ProgressCB()])
+        events[cls] = min(timeit.repeat(lambda: learn.callback('after_predict'), number=5000, repeat=7))/5000
     print(f"{n_cbs} callbacks, {len(dls.train)} training + {len(dls.valid)} validation batches of 64, MLP 784-32-10, "
           f"1 thread, median of {args.reps}:")
     print(f"sorted at every event: {a*1e6:.0f} µs per batch; cached: {b*1e6:.0f} µs per batch; "
           f"difference {(a - b)*1e6:.0f} µs per batch, ratio {a/b:.3f}×")
+    ea, eb = events[Learner], events[CachedLearner]
+    print(f"one event alone: sorted {ea*1e6:.2f} µs, cached {eb*1e6:.2f} µs; x 12 events of a training batch: "
+          f"{12*(ea - eb)*1e6:.0f} µs per batch ({12*(ea - eb)/b:.1%} of a batch here)")
 
 
 if __name__ == '__main__': main()

@@ -75,7 +75,7 @@ WORKERS=${GPU_CHECK_WORKERS:-8}
 if [ "$WORKERS" != 0 ] && "$PY" -c "import xdist" 2>/dev/null; then PAR=(-n "$WORKERS"); else PAR=(); WORKERS=0; fi
 "$PY" -c "import pytest" 2>/dev/null || echo "gpu-check: pytest is not installed for $PY: the tests step will fail"
 # the files whose tests train on the device come first, so that a step cut short by its limit still has their verdict
-ON_DEVICE="tests/test_train.py tests/test_fastpath.py tests/test_checkpoint.py tests/test_host_sync.py tests/test_learner.py tests/test_distributed.py tests/test_accel.py"
+ON_DEVICE="tests/test_train.py tests/test_fastpath.py tests/test_checkpoint.py tests/test_compose.py tests/test_host_sync.py tests/test_learner.py tests/test_distributed.py tests/test_accel.py"
 # not here: the notebook and docs tests, and the CPU checks of this script and of the benchmarks (run as steps below)
 REST=$(ls tests/test_*.py | grep -v -e test_notebooks.py -e test_docs.py -e test_gpu_check.py -e test_bench_smoke.py \
        $(printf -- ' -e %s' $ON_DEVICE))

@@ -29,13 +29,15 @@ class MixedPrecision(TrainCB):
     order = DeviceCB.order + 10
     def __init__(self, n_inp=1, device=None, dtype=None, check_finite=None):
         super().__init__(n_inp)
-        self.device, self.dtype, self.check_finite = device, dtype, check_finite
+        self.device, self.dtype, self.check_finite, self.scaler = device, dtype, check_finite, None
 
     def before_fit(self, learn):
         p = next(learn.model.parameters(), None)
         self.dev_type = self.device or (p.device.type if p is not None else 'cpu')
         self.amp_dtype = self.dtype or (torch.float16 if self.dev_type == 'cuda' else torch.bfloat16)
-        self.scaler = torch.amp.GradScaler(self.dev_type) if self.amp_dtype == torch.float16 else None
+        if self.amp_dtype != torch.float16: self.scaler = None
+        elif self.scaler is None or self.scaler._device != self.dev_type:   # a later fit keeps the scale found so far
+            self.scaler = torch.amp.GradScaler(self.dev_type)
         # bf16 steps are checked for inf/NaN where that is free (the CPU); on a GPU each check would wait for the GPU
         self.check = self.dev_type != 'cuda' if self.check_finite is None else self.check_finite
         self._skipped = 0   # a tensor on the GPU once fp16 steps are counted: read only when `n_skipped` is asked for
@@ -73,6 +75,15 @@ class MixedPrecision(TrainCB):
                           if p.grad is not None] or [torch.tensor(True)]).all():
             learn.opt.step()
         else: self._skipped += 1
+
+    # In checkpoints: the loss scale and its growth tracker (a resume must not restart them at their defaults, which
+    # would skip steps the uninterrupted run took), as plain numbers, and the count of skipped steps.
+    def state_dict(self):
+        return {'scaler': self.scaler.state_dict() if self.scaler is not None else None, 'n_skipped': self.n_skipped}
+    def load_state_dict(self, d):
+        "Restore the scaler's state (into this run's scaler, on its device; ignored by a run without one) and the count."
+        if d.get('scaler') is not None and self.scaler is not None: self.scaler.load_state_dict(d['scaler'])
+        self._skipped = d.get('n_skipped', 0)
 
 # %% ../nbs/12_accel.ipynb #70a38876
 class ChannelsLastCB(Callback):

@@ -13,7 +13,7 @@ from torch import nn
 import matplotlib.pyplot as plt
 
 from .callbacks import Callback
-from .datasets import set_seed, get_grid, show_image
+from .datasets import set_seed, get_grid
 
 # %% auto #0
 __all__ = ['Hook', 'Hooks', 'append_stats', 'HooksCallback', 'get_hist', 'get_min', 'ActivationStats', 'set_seed']
@@ -123,37 +123,70 @@ def get_min(h):
     return h1[0]/h1.sum(0)
 
 # %% ../nbs/06_activations.ipynb #fdd0bc4b
+def _label_outer(ax, xlabel, ylabel):
+    "Set the x label if `ax` is in the bottom row of its grid, the y label if it is in the left column."
+    spec = ax.get_subplotspec()
+    if spec is None or spec.is_last_row(): ax.set_xlabel(xlabel)
+    if spec is None or spec.is_first_col(): ax.set_ylabel(ylabel)
+
 class ActivationStats(HooksCallback):
-    "Record mean, std and histogram of the outputs of the modules chosen by `mod_filter`, with plots of them."
+    """Record mean, std and histogram of the outputs of the modules chosen by `mod_filter`, with plots of them.
+
+    The per-batch curves are drawn without antialiasing: they are noisy, and so the pictures stay light."""
     def __init__(self, mod_filter=None, on_train=True, on_valid=False, mods=None):
         super().__init__(append_stats, mod_filter, on_train, on_valid, mods)
+
+    def layer_names(self):
+        "'layer 0', 'layer 1', ... in the order of the hooks; with the module's class when the classes differ."
+        kinds = [type(h.m).__name__ for h in self]
+        return [f"layer {i}" + (f" ({k})" if len(set(kinds)) > 1 else "") for i, k in enumerate(kinds)]
+
+    def _xlabel(self):
+        return 'batch' if self.on_train and self.on_valid else 'training batch' if self.on_train else 'validation batch'
 
     def _check(self):
         if not any(hasattr(h, 'stats') for h in self):
             raise ValueError("ActivationStats has no statistics yet: pass it to `fit` (cbs=...) and train first.")
 
-    def color_dim(self, figsize=(11, 5)):
-        "One log-histogram image per layer (x: batch, y: |activation| 0 to 10); returns `(fig, axes)`."
+    def _axes(self, axs, figsize, title):
+        "The axes to draw on: `axs` if given, else a new grid with one per layer; returns `(fig, axs, flat list)`."
         self._check()
-        fig, axes = get_grid(len(self), figsize=figsize)
-        for ax, h in zip(axes.flat, self): show_image(get_hist(h), ax, origin='lower', cmap='viridis')
-        return fig, axes
+        if axs is None: fig, axs = get_grid(len(self), figsize=figsize, layout='constrained')
+        flat = list(getattr(axs, 'flat', axs))
+        if len(flat) < len(self): raise ValueError(f"{len(self)} hooked layers need {len(self)} axes, got {len(flat)}")
+        fig = flat[0].figure
+        if title is not None: fig.suptitle(title)
+        return fig, axs, flat
 
-    def dead_chart(self, figsize=(11, 5)):
-        "Per layer, the fraction of near-zero activations per batch; returns `(fig, axes)`."
-        self._check()
-        fig, axes = get_grid(len(self), figsize=figsize)
-        for ax, h in zip(axes.flat, self):
-            ax.plot(get_min(h))
-            ax.set_ylim(0, 1)
-        return fig, axes
+    def color_dim(self, figsize=(11, 5), axs=None, title=None):
+        "Per layer, each batch's histogram of |activations| in [0, 10] as a column, colour log(1+count); returns `(fig, axes)`."
+        fig, axs, flat = self._axes(axs, figsize, title)
+        for ax, h, name in zip(flat, self, self.layer_names()):
+            im = get_hist(h).numpy()
+            ax.imshow(im, origin='lower', aspect='auto', cmap='viridis', interpolation='nearest',
+                      extent=(0, im.shape[1], 0, 10))
+            ax.set_title(name)
+            _label_outer(ax, self._xlabel(), '|activation|')
+        return fig, axs
 
-    def plot_stats(self, figsize=(10, 4)):
-        "Means and standard deviations of every layer over the batches; returns `(fig, axes)`."
+    def dead_chart(self, figsize=(11, 5), axs=None, title=None):
+        "Per layer, the fraction of activations with |x| < 0.25 in each batch; returns `(fig, axes)`."
+        fig, axs, flat = self._axes(axs, figsize, title)
+        for ax, h, name in zip(flat, self, self.layer_names()):
+            ax.plot(get_min(h).numpy(), lw=1, antialiased=False)
+            ax.set(ylim=(0, 1.02), title=name)
+            _label_outer(ax, self._xlabel(), 'fraction |x| < 0.25')
+        return fig, axs
+
+    def plot_stats(self, figsize=(10, 4), axs=None, title=None):
+        "Means (left) and standard deviations (right) of every layer over the batches; returns `(fig, axes)`."
         self._check()
-        fig, axs = plt.subplots(1, 2, figsize=figsize)
-        for h in self:
-            for i in 0, 1: axs[i].plot(h.stats[i])
-        axs[0].set_title('Means'); axs[1].set_title('Stdevs')
-        axs[1].legend(range(len(self)))
+        if axs is None: fig, axs = plt.subplots(1, 2, figsize=figsize, layout='constrained')
+        fig = axs[0].figure
+        if title is not None: fig.suptitle(title)
+        for h, name in zip(self, self.layer_names()):
+            for i in 0, 1: axs[i].plot(h.stats[i], label=name, lw=1, antialiased=False)
+        axs[0].set(title='Means', xlabel=self._xlabel(), ylabel='mean of the activations')
+        axs[1].set(title='Standard deviations', xlabel=self._xlabel(), ylabel='std of the activations')
+        axs[1].legend(fontsize=8)
         return fig, axs

@@ -1,5 +1,6 @@
 """Per-image random flips, crops, resized crops, random erasing and random copying, done on a whole batch at once
-(on the GPU when there is one); dropout from scratch; test-time augmentation; ensembles; the flagship recipe.
+(on the GPU when there is one), and what they do against overfitting, measured; test-time augmentation; ensembles;
+dropout from scratch and test-time dropout; the flagship recipe.
 
 Docs: https://miniai.github.io/miniai/augment.html.md"""
 
@@ -25,9 +26,9 @@ from .resnet import resnet, fit_report, summary
 
 # %% auto #0
 __all__ = ['FLAGSHIP', 'check_batch', 'rand_flip', 'rand_crop', 'rand_resized_crop', 'rand_erase', 'rand_copy', 'RandFlip',
-           'RandCrop', 'RandResizedCrop', 'RandErase', 'RandCopy', 'tfm_batch', 'aug_cb', 'show_image_batch', 'Dropout',
-           'Dropout2d', 'CapturePreds', 'capture_preds', 'hflip', 'tta_preds', 'ensemble_preds', 'accuracy',
-           'flagship_model', 'flagship_tfms', 'fit_flagship', 'summary']
+           'RandCrop', 'RandResizedCrop', 'RandErase', 'RandCopy', 'tfm_batch', 'aug_cb', 'show_image_batch',
+           'CapturePreds', 'capture_preds', 'hflip', 'tta_preds', 'ensemble_preds', 'accuracy', 'flagship_model',
+           'flagship_tfms', 'fit_flagship', 'Dropout', 'Dropout2d', 'TTD_CB', 'ttd_preds', 'summary']
 
 # %% ../nbs/11_augment.ipynb #3f9e5646
 # re-exported: the course's `from miniai.augment import *` provides `summary` (here it is `10_resnet`'s)
@@ -186,25 +187,6 @@ def show_image_batch(self: Learner, max_n=9, cbs=None, **kwargs):
     with trial_fit(self): self.fit(1, cbs=[_GrabBatch(), *([] if cbs is None else cbs)])   # a look, not a step of the run
     return show_images(to_cpu(self.batch[0][:max_n]), **kwargs)
 
-# %% ../nbs/11_augment.ipynb #db01d74d
-class Dropout(nn.Module):
-    "Zero each element with probability `p` in training, scale the rest by 1/(1-p); identity in eval."
-    def __init__(self, p=0.1):
-        super().__init__()
-        if not 0 <= p < 1: raise ValueError(f"p must be in [0, 1), got {p}")
-        self.p = p
-    def _mask_shape(self, x): return x.shape
-    def forward(self, x):
-        if not self.training or self.p == 0: return x
-        mask = torch.empty(self._mask_shape(x), device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
-        return x * mask / (1 - self.p)
-
-class Dropout2d(Dropout):
-    "Zero whole channels of (B, C, H, W) activations with probability `p` in training; identity in eval."
-    def _mask_shape(self, x):
-        if x.ndim != 4: raise ValueError(f"Dropout2d expects (B, C, H, W) input, got shape {tuple(x.shape)}")
-        return (*x.shape[:2], 1, 1)
-
 # %% ../nbs/11_augment.ipynb #7c61fc0c
 class CapturePreds(Callback):
     "Collect `learn.preds` and the targets (and the inputs if `inps`) of every validation batch, on the CPU."
@@ -259,10 +241,11 @@ def accuracy(probs, targs):
 FLAGSHIP = dict(nfs=(8, 16, 32, 64, 128), ks0=5, stem='conv', stride0=1, epochs=4, bs=256, lr=1e-2, wd=1e-2,
                 label_smoothing=0.1, pad=0, erase=0.)
 
-def flagship_model(nfs=None):
-    "The flagship Fashion-MNIST ResNet (`FLAGSHIP`'s channels, stem and pooling head)."
+def flagship_model(nfs=None, n_in=1, n_out=10):
+    "The flagship ResNet (`FLAGSHIP`'s channels, stem and pooling head) for `n_in`-channel images and `n_out` classes."
     f = FLAGSHIP
-    return resnet(tuple(nfs or f['nfs']), ks0=f['ks0'], stem=f['stem'], stride0=f['stride0'], head='pool')
+    return resnet(tuple(nfs or f['nfs']), ks0=f['ks0'], stem=f['stem'], stride0=f['stride0'], head='pool', n_in=n_in,
+                  n_out=n_out)
 
 def flagship_tfms(pad=None, erase=None):
     "The flagship's training augmentations: per-image crop (`pad`), flip, and rand_erase if `erase` > 0."
@@ -278,3 +261,44 @@ def fit_flagship(dls, epochs=None, lr=None, wd=None, label_smoothing=None, model
     loss = nn.CrossEntropyLoss(label_smoothing=pick(label_smoothing, 'label_smoothing'))
     return fit_report(model, dls, epochs=pick(epochs, 'epochs'), lr=pick(lr, 'lr'), wd=pick(wd, 'wd'), loss_func=loss,
                       cbs=[aug_cb(*flagship_tfms()), *cbs], progress=progress)
+
+# %% ../nbs/11_augment.ipynb #db01d74d
+class Dropout(nn.Module):
+    "Zero each element with probability `p` in training, scale the rest by 1/(1-p); identity in eval."
+    def __init__(self, p=0.1):
+        super().__init__()
+        if not 0 <= p < 1: raise ValueError(f"p must be in [0, 1), got {p}")
+        self.p = p
+    def _mask_shape(self, x): return x.shape
+    def forward(self, x):
+        if not self.training or self.p == 0: return x
+        mask = torch.empty(self._mask_shape(x), device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
+        return x * mask / (1 - self.p)
+
+class Dropout2d(Dropout):
+    "Zero whole channels of (B, C, H, W) activations with probability `p` in training; identity in eval."
+    def _mask_shape(self, x):
+        if x.ndim != 4: raise ValueError(f"Dropout2d expects (B, C, H, W) input, got shape {tuple(x.shape)}")
+        return (*x.shape[:2], 1, 1)
+
+# %% ../nbs/11_augment.ipynb #b7d0e002
+def _is_dropout(m): return isinstance(m, (nn.modules.dropout._DropoutNd, Dropout))
+
+class TTD_CB(Callback):
+    "Test-time dropout: keep the model's dropout layers in training mode during validation (new masks every pass)."
+    def before_epoch(self, learn):
+        if learn.training: return
+        drops = [m for m in learn.model.modules() if _is_dropout(m)]
+        if not drops: raise ValueError("TTD_CB: the model has no dropout layer (nn.Dropout, nn.Dropout2d, ... or miniai's "
+                                       "Dropout), so every pass would give the same predictions")
+        self._modes = [(m, m.training) for m in drops]
+        for m in drops: m.train()
+
+    def cleanup_epoch(self, learn):
+        for m, mode in getattr(self, '_modes', []): m.train(mode)
+        self._modes = []
+
+def ttd_preds(learn, n=10):
+    "`n` validation passes of `learn` with test-time dropout: their softmax stacked as (n, items, classes), and the targets."
+    passes = [capture_preds(learn, cbs=[TTD_CB()]) for _ in range(n)]
+    return torch.stack([_probs(p) for p, _ in passes]), passes[0][1]

@@ -23,6 +23,15 @@ def _float_state(model):
     "The model's floating-point parameters and buffers (BatchNorm running stats), in a fixed order."
     return [t for t in chain(model.parameters(), model.buffers()) if t.is_floating_point()]
 
+def _beside(ts, like):
+    "Each tensor of `ts` on the device of its partner in `like` (a checkpoint is read onto the CPU; the model may be elsewhere)."
+    return [t.to(l.device) for t, l in zip(ts, like)]
+
+def _model_of(cb):
+    "The model of the learner `cb` is attached to, or None before it is attached."
+    try: return cb.learn.model
+    except AttributeError: return None
+
 class EMACB(Callback):
     "Keep an exponential moving average (`decay`) of the weights and float buffers, updated after every optimizer step."
     order = 20
@@ -36,6 +45,7 @@ class EMACB(Callback):
         # Start from the model's weights once; a later `fit` (more epochs, or a validation pass) continues the average.
         if self.avg is None or [a.shape for a in self.avg] != [t.shape for t in cur]:
             self.avg, self.n_steps = [t.detach().clone() for t in cur], 0
+        else: self.avg = _beside(self.avg, cur)
 
     def after_step(self, learn):
         with torch.no_grad(): torch._foreach_lerp_(self.avg, [t.detach() for t in _float_state(learn.model)], 1 - self.decay)
@@ -52,22 +62,29 @@ class EMACB(Callback):
         finally:
             with torch.no_grad(): torch._foreach_copy_(cur, saved)
 
-    # Validate with the average: swap it in for the validation phase, and always swap back.
+    # Validate with the average: swap it in for the validation phase, and swap back as soon as the phase is over, in
+    # `after_epoch` (after `MetricsCB` has read the numbers, before `CheckpointCB` saves the model: a checkpoint holds
+    # the weights training continues from), or in `cleanup_epoch` when the phase stopped early.
     def before_epoch(self, learn):
         if self.validate and not learn.training and self.avg is not None:
             self._swap = self.applied(learn.model)
             self._swap.__enter__()
-    def cleanup_epoch(self, learn):
+    def _swap_back(self, learn=None):
         if self._swap is not None:
             swap, self._swap = self._swap, None
             swap.__exit__(None, None, None)
+    after_epoch = cleanup_epoch = _swap_back
 
     def copy_to(self, model=None):
         "Put the averaged weights into `model` (default: the learner's) for good, e.g. before saving it."
         with torch.no_grad(): torch._foreach_copy_(_float_state(self.learn.model if model is None else model), self.avg)
 
     def state_dict(self): return {'avg': self.avg, 'n_steps': self.n_steps}
-    def load_state_dict(self, d): self.avg, self.n_steps = d['avg'], d['n_steps']
+    def load_state_dict(self, d):
+        "Restore a saved average, onto the device of the model's weights."
+        model = _model_of(self)   # None before the callback is attached: `before_fit` moves them then
+        self.avg = d['avg'] if model is None else _beside(d['avg'], _float_state(model))
+        self.n_steps = d['n_steps']
 
 # %% ../nbs/11a_averaging.ipynb #394ce632
 class LookaheadCB(Callback):
@@ -83,6 +100,7 @@ class LookaheadCB(Callback):
         params = list(learn.model.parameters())
         if self.slow is None or [s.shape for s in self.slow] != [p.shape for p in params]:
             self.slow, self.n_steps = [p.detach().clone() for p in params], 0
+        else: self.slow = _beside(self.slow, params)
 
     def after_step(self, learn):
         self.n_steps += 1
@@ -93,4 +111,8 @@ class LookaheadCB(Callback):
             torch._foreach_copy_(params, self.slow)
 
     def state_dict(self): return {'slow': self.slow, 'n_steps': self.n_steps}
-    def load_state_dict(self, d): self.slow, self.n_steps = d['slow'], d['n_steps']
+    def load_state_dict(self, d):
+        "Restore saved slow weights, onto the device of the model's weights."
+        model = _model_of(self)   # None before the callback is attached: `before_fit` moves them then
+        self.slow = d['slow'] if model is None else _beside(d['slow'], list(model.parameters()))
+        self.n_steps = d['n_steps']

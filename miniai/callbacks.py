@@ -67,6 +67,7 @@ def as_cb_list(cbs) -> list:
     elif isinstance(cbs, (str, bytes)): raise TypeError(f"cbs must be callbacks, got the string {cbs!r}")
     out = []
     for cb in cbs:
+        if isinstance(cb, Callback): out.append(cb); continue   # the usual case, first: the learner sorts at every event
         if cb is None: continue
         if isinstance(cb, Iterable) and not isinstance(cb, (Callback, str, bytes)): out += as_cb_list(cb); continue  # nested
         if isinstance(cb, type): raise TypeError(f"cbs got the class {cb.__name__}, not an instance: write {cb.__name__}()")

@@ -7,7 +7,7 @@ Docs: https://miniai.github.io/miniai/distributed.html.md"""
 
 # %% ../nbs/12a_distributed.ipynb #e14d4de5
 from __future__ import annotations
-import os
+import os, sys, warnings
 from contextlib import contextmanager
 
 import torch
@@ -18,10 +18,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from .callbacks import Callback
 from .datasets import DataLoaders, TensorBatchSampler
 from .learner import DeviceCB
+from .checkpoint import rng_states, set_rng_states
 
 # %% auto #0
 __all__ = ['dist_env', 'NotEnoughGPUsError', 'rank_device', 'ddp_setup', 'is_main', 'per_rank_bs', 'ShardedBatchSampler',
-           'shard_dl', 'DistBatchNorm', 'sync_batchnorm', 'DDPCB']
+           'shard_dl', 'DistBatchNorm', 'sync_batchnorm', 'reduce_metric', 'DDPCB']
 
 # %% ../nbs/12a_distributed.ipynb #95699f86
 def dist_env() -> tuple:
@@ -162,28 +163,77 @@ def sync_batchnorm(model, device='cpu'):
     return convert(model)
 
 # %% ../nbs/12a_distributed.ipynb #1f894f44
-def _all_reduce_state(metric):
-    "Sum a metric's numeric state over the ranks: exact for metrics that keep sums and counts (all of miniai's)."
-    for k, v in list(vars(metric).items()):
-        if isinstance(v, bool) or not isinstance(v, (int, float, torch.Tensor)): continue
-        t = torch.as_tensor(v, dtype=torch.float64).to(_coll_device())
-        dist.all_reduce(t)
-        setattr(metric, k, t.to(v.device, v.dtype) if isinstance(v, torch.Tensor) else type(v)(t.item()))
+def _sum_over_ranks(v):
+    "The number or tensor `v` summed over the ranks, in its own dtype (counts stay integers), back where it was."
+    t = torch.tensor(v, dtype=torch.float64) if isinstance(v, float) else torch.as_tensor(v)
+    t = t.to(_coll_device())
+    dist.all_reduce(t)
+    return t.to(v.device) if isinstance(v, torch.Tensor) else type(v)(t.item())
+
+def _cat_over_ranks(v):
+    "The list `v` of every rank joined in rank order (tensors travel through the CPU and come back to this rank's device)."
+    dev = next((x.device for x in v if isinstance(x, torch.Tensor)), torch.device('cpu'))
+    parts = [None]*dist.get_world_size()
+    dist.all_gather_object(parts, [x.cpu() if isinstance(x, torch.Tensor) else x for x in v])
+    return [x.to(dev) if isinstance(x, torch.Tensor) else x for part in parts for x in part]
+
+def _is_torcheval(metric) -> bool:
+    "Is `metric` a torcheval `Metric`? (torcheval is imported by whoever made one; miniai does not need it.)"
+    tm = sys.modules.get('torcheval.metrics')
+    return tm is not None and isinstance(metric, tm.Metric)
+
+def _check_reducible(metric):
+    "Refuse, before training, a metric whose state over several ranks cannot be combined: it declares none."
+    if _is_torcheval(metric) or hasattr(metric, 'dist_states'): return
+    raise TypeError(f"DDPCB cannot combine the metric {type(metric).__name__} over processes: it declares no state. Give "
+                    "its class `dist_states = (...)`, the names of the attributes holding its sums, counts or lists (as "
+                    "miniai's Mean and Accuracy do), or use a torcheval metric.")
+
+def reduce_metric(metric):
+    """Combine `metric`'s state over all ranks through the state it declares: a torcheval metric through torcheval's own
+    sync (`merge_state`); any other through `metric.dist_states`, the names of its sums and counts (summed) and its lists
+    (joined). Settings (torcheval's `k`, `num_classes`...) are never touched."""
+    _check_reducible(metric)
+    if _is_torcheval(metric):
+        from torcheval.metrics.toolkit import get_synced_metric
+        metric.load_state_dict(get_synced_metric(metric).state_dict())
+        return metric
+    for k in metric.dist_states:
+        v = getattr(metric, k)
+        if isinstance(v, list): setattr(metric, k, _cat_over_ranks(v))
+        elif isinstance(v, (int, float, torch.Tensor)) and not isinstance(v, bool): setattr(metric, k, _sum_over_ranks(v))
+        else: raise TypeError(f"{type(metric).__name__}.{k} is a {type(v).__name__}; `dist_states` names numbers, tensors "
+                              "(summed over the ranks) and lists (joined)")
+    return metric
+
+# %% ../nbs/12a_distributed.ipynb #9c1d4e2a
+def _gather_rng_states() -> list:
+    "Every rank's random-generator states (`rng_states`), in rank order, on every rank."
+    states = [None]*dist.get_world_size()
+    dist.all_gather_object(states, rng_states())
+    return states
 
 class DDPCB(Callback):
-    "Data-parallel training under torchrun: shards the batches, wraps the model in DDP while training, sums metrics over ranks."
+    "Data-parallel training under torchrun: shards the batches, wraps the model in DDP while training, reduces metrics over ranks."
     order = DeviceCB.order - 1   # shard the loaders before anyone (a scheduler) counts their batches
-    def __init__(self, seed_offset=True): self.seed_offset, self.ddp = seed_offset, None
+    def __init__(self, seed_offset=True):
+        self.seed_offset, self.ddp, self._offset_done = seed_offset, None, False
+        self._rngs, self._resume_rng = None, None   # every rank's generators at the last epoch end; this rank's, to restore
 
     def before_fit(self, learn):
         if not dist.is_initialized(): raise RuntimeError("DDPCB needs a process group: run under torchrun inside `ddp_setup()`.")
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        for cb in learn.cbs:   # a metric that cannot be combined over ranks is refused now, not after an epoch
+            for m in getattr(cb, 'all_metrics', {}).values(): _check_reducible(m)
         self.orig_dls = learn.dls
         learn.dls = DataLoaders(shard_dl(learn.train_dl, even=True), shard_dl(learn.valid_dl, even=False))
-        # rank 0 keeps the random stream a single process would have; the others get their own augmentations
-        if self.seed_offset and self.rank > 0: torch.manual_seed(torch.initial_seed() + self.rank)
+        # rank 0 keeps the random stream a single process would have; the others get their own augmentations (once:
+        # a later fit, an evaluation pass, continues their streams)
+        if self.seed_offset and self.rank > 0 and not self._offset_done: torch.manual_seed(torch.initial_seed() + self.rank)
+        self._offset_done = True
 
     def before_epoch(self, learn):
+        if self._resume_rng is not None: self._resume_rng(); self._resume_rng = None   # see `load_state_dict`
         if not learn.training: return
         if self.ddp is None:   # here, after DeviceCB has put the model on its device
             dev = next(learn.model.parameters()).device
@@ -202,10 +252,25 @@ class DDPCB(Callback):
     def after_epoch(self, learn):   # before MetricsCB computes the epoch's numbers and CheckpointCB saves the model
         self._unwrap(learn)
         metrics = getattr(learn, 'metrics', None)
-        if hasattr(metrics, 'flush'): metrics.flush()   # the batches MetricsCB still holds, before the sums are shared
-        for m in getattr(metrics, 'all_metrics', {}).values(): _all_reduce_state(m)
+        if hasattr(metrics, 'flush'): metrics.flush()   # the batches MetricsCB still holds, before the states are combined
+        for m in getattr(metrics, 'all_metrics', {}).values(): reduce_metric(m)
+        self._rngs = _gather_rng_states()   # rank 0's checkpoint of this epoch carries them all (`state_dict`)
     def cleanup_epoch(self, learn): self._unwrap(learn)
 
     def cleanup_fit(self, learn):
         self._unwrap(learn)
         learn.dls = self.orig_dls
+
+    # Only rank 0 saves checkpoints, and the checkpoint's own generator states are rank 0's, which `ResumeCB` restores on
+    # every rank. So every rank's states travel in DDPCB's state, and each rank takes its own back when the resumed
+    # fit's first epoch starts (after `ResumeCB`, the last thing `before_fit` does).
+    def state_dict(self): return {'rng': self._rngs}
+    def load_state_dict(self, d):
+        rngs, rank = d.get('rng'), dist.get_rank() if dist.is_initialized() else 0
+        if not rngs: return
+        if len(rngs) != (dist.get_world_size() if dist.is_initialized() else 1):
+            warnings.warn(f"The checkpoint holds the random generators of {len(rngs)} processes and this run has "
+                          f"{dist.get_world_size()}: processes without their own start new streams, so the resumed run "
+                          "is not the interrupted one.")
+        if rank < len(rngs): self._resume_rng = lambda: set_rng_states(rngs[rank])
+        elif self.seed_offset: self._resume_rng = lambda: torch.manual_seed(torch.initial_seed() + rank)

@@ -14,7 +14,7 @@ import torch
 
 from .conv import def_device
 from .datasets import DataLoaders, TensorBatchSampler, fashion_mnist_arrays, FASHION_MEAN, FASHION_STD
-from .learner import TrainCB, compute_loss
+from .learner import Learner, TrainCB, NanGuardCB, compute_loss
 from .accel import MixedPrecision, ChannelsLastCB
 
 # %% auto #0
@@ -168,6 +168,18 @@ class GraphedStep:
         self.why_eager = why
 
 # %% ../nbs/12b_fastpath.ipynb #f0a0000b
+_STEP_EVENTS = ('predict', 'get_loss', 'backward', 'step', 'zero_grad')     # the step itself: a second one would run twice
+_INSIDE_STEP = ('after_predict', 'after_loss', 'after_backward', 'before_step')   # would act after the step was taken
+_READS_ONLY = {(NanGuardCB, 'after_loss')}   # keeps a reference to the loss, read later: it may come after the step
+
+def _unhonoured(learn, me) -> list:
+    "`'Callback.event'` for every event of `learn`'s other callbacks (or `Learner` subclass) that a whole-step `predict` breaks."
+    found = [f"{type(learn).__name__}.{ev} (a method of the Learner subclass: the events never reach callbacks)"
+             for ev in _STEP_EVENTS if getattr(type(learn), ev) is not getattr(Learner, ev)]
+    return found + [f"{type(cb).__name__}.{ev}" for cb in learn.cbs if cb is not me
+                    for ev in _STEP_EVENTS + _INSIDE_STEP if callable(getattr(cb, ev, None))
+                    and not any(isinstance(cb, c) and ev == e for c, e in _READS_ONLY)]
+
 class GraphTrainCB(TrainCB):
     "`TrainCB` for the GPU fast path: each training step is one `GraphedStep` (a CUDA graph on the GPU) under `dtype` autocast."
     order = MixedPrecision.order
@@ -176,6 +188,11 @@ class GraphTrainCB(TrainCB):
         self.dtype, self.graphs, self.warmup = dtype, graphs, warmup
 
     def before_fit(self, learn):
+        if getattr(learn, 'do_train', True) and (bad := _unhonoured(learn, self)):
+            raise ValueError(f"GraphTrainCB runs the whole training step (forward, loss, backward, optimizer step) inside "
+                             f"`predict`, so it cannot honour {', '.join(bad)}, which would act after the step was taken "
+                             "(or take a second step). Move that work to `after_step`/`after_batch`, or train with TrainCB "
+                             "or MixedPrecision instead of GraphTrainCB (fast_cbs).")
         self.run = GraphedStep(learn.model, learn.loss_func, learn.opt, self.dtype, self.graphs, self.warmup)
 
     def predict(self, learn):

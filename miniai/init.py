@@ -1,4 +1,4 @@
-"""Why deep networks explode or vanish, Glorot and Kaiming init, PyTorch's `sqrt(5)`, input normalisation, `GeneralRelu` and LSUV.
+"""Why deep networks explode or vanish, LeCun, Glorot and Kaiming init, PyTorch's `sqrt(5)`, input normalisation, `GeneralRelu` and LSUV.
 
 Docs: https://miniai.github.io/miniai/init.html.md"""
 
@@ -92,10 +92,12 @@ class GeneralRelu(nn.Module):
     def extra_repr(self): return f"leak={self.leak}, sub={self.sub}, maxv={self.maxv}"
 
 def plot_func(f, start=-5., end=5., steps=100, ax=None):
-    "Plot `f` on `[start, end]` with the axes through 0 drawn; returns the axes."
+    "Plot `f` on `[start, end]` with the axes through 0 drawn and labelled by `f`'s name; returns the axes."
     if ax is None: _, ax = plt.subplots(figsize=(4, 3))
     x = torch.linspace(start, end, steps)
     ax.plot(x, f(x))
+    name = getattr(f, '__name__', type(f).__name__)
+    ax.set(xlabel='x', ylabel=f'{name}(x)')
     ax.grid(True, which='both', ls='--')
     ax.axhline(y=0, color='k', linewidth=0.7)
     ax.axvline(x=0, color='k', linewidth=0.7)

@@ -296,6 +296,8 @@ class ProgressCB(Callback):
         n = len(learn.train_dl)
         self.mbar.update_graph([[list(range(len(self.losses))), self.losses],
                                 [[(i + 1)*n for i in range(len(self.val_losses))], self.val_losses]])
+        ax = getattr(self.mbar, 'graph_ax', None)   # a notebook's plot (its legend says train/valid); shown again at the end
+        if ax is not None: ax.set_xlabel('training batch'); ax.set_ylabel('loss')
 
     def cleanup_fit(self, learn):   # runs even when `fit` stops with an exception: put back what `before_fit` changed
         if getattr(self, '_logger', None) is not None: self._metrics.logger, self._logger = self._logger, None

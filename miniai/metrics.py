@@ -18,6 +18,7 @@ def _sum_dtype(device):
 
 class Mean:
     "Running weighted mean: `update(value, weight=1)` for each batch, then `compute()`; the sum stays on the values' device."
+    dist_states = ('total', 'weight')   # what data-parallel training sums over processes (12a_distributed)
     def __init__(self): self.reset()
     def reset(self):
         self.total, self.weight = torch.zeros((), dtype=torch.float64), 0.
@@ -42,6 +43,7 @@ class Mean:
 # %% ../nbs/03_metrics.ipynb #0109de2c
 class Accuracy:
     "Fraction of items whose highest-scoring class (`preds.argmax(-1)`) equals the target; the count stays on the device."
+    dist_states = ('correct', 'count')   # what data-parallel training sums over processes (12a_distributed)
     def __init__(self): self.reset()
     def reset(self):
         self.correct, self.count = torch.zeros((), dtype=torch.long), 0

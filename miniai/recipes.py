@@ -9,15 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, asdict
 from functools import partial
 
+from torch import nn
+
 from .callbacks import Callback
 from .conv import simple_cnn
-from .resnet import resnet
+from .resnet import GlobalAvgPool, resnet
 from .augment import FLAGSHIP, flagship_model, flagship_tfms
 from .fastpath import FAST_GPU
 
 # %% auto #0
-__all__ = ['RECORDS', 'RECIPES', 'DEFAULT_RECIPE', 'record_model', 'Recipe', 'recipe_table', 'RecipeCB', 'checkpoint_recipe',
-           'changed_settings', 'FLAGSHIP', 'flagship_model', 'flagship_tfms']
+__all__ = ['RECORDS', 'RECIPES', 'DEFAULT_RECIPE', 'record_model', 'Recipe', 'pooled_cnn', 'recipe_table', 'RecipeCB',
+           'checkpoint_recipe', 'changed_settings', 'FLAGSHIP', 'flagship_model', 'flagship_tfms']
 
 # %% ../nbs/13_recipes.ipynb #b12af486
 # re-exported: the flagship is built in the augmentation lesson (11_augment); the recipes list it with the others
@@ -31,11 +33,11 @@ RECORDS = {   # epochs -> settings of that record's recipe; the optimiser, lr, w
     50: {**FLAGSHIP, **_RECORD_NET, 'epochs': 50, 'pad': 1, 'erase': 0.2},
 }
 
-def record_model(epochs):
-    "The ResNet of the `epochs`-epoch accuracy-record recipe, `RECORDS[epochs]`."
+def record_model(epochs, n_in=1, n_out=10):
+    "The ResNet of the `epochs`-epoch accuracy-record recipe, `RECORDS[epochs]`, for `n_in` channels and `n_out` classes."
     if epochs not in RECORDS: raise ValueError(f"there are record recipes for {sorted(RECORDS)} epochs, not {epochs!r}")
     r = RECORDS[epochs]
-    return resnet(r['nfs'], ks0=r['ks0'], stem=r['stem'], depth=r['depth'], head='pool')
+    return resnet(r['nfs'], ks0=r['ks0'], stem=r['stem'], depth=r['depth'], head='pool', n_in=n_in, n_out=n_out)
 
 # %% ../nbs/13_recipes.ipynb #a3b1cb04
 @dataclass
@@ -43,7 +45,7 @@ class Recipe:
     "A named model and its training settings, with the figure it reached and the command that reproduces it."
     name: str
     description: str
-    make_model: callable
+    make_model: callable          # make_model(n_in=1, n_out=10): the model for n_in-channel images and n_out classes
     lr: float = 1e-2
     bs: int = 256
     epochs: int = 5
@@ -62,6 +64,11 @@ class Recipe:
         return {k: v for k, v in asdict(self).items() if k not in ('name', 'description', 'make_model', 'make_tfms',
                                                                     'figure', 'command', 'gpu')}
 
+def pooled_cnn(n_in=1, n_out=10):
+    "The lessons' `simple_cnn` with BatchNorm, its last grid averaged: 1×1 at 28×28 (nothing changes), any size above."
+    *convs, flatten = simple_cnn(n_in=n_in, n_out=n_out, norm=True)
+    return nn.Sequential(*convs, GlobalAvgPool(), flatten)
+
 def _resnet_recipe(name, doc, make_model, s, figure, command, gpu=None):
     "A `Recipe` whose settings come from the dict `s` (`FLAGSHIP` or a `RECORDS` entry), in 'auto' precision, with flips."
     return Recipe(name, doc, make_model, lr=s['lr'], bs=s['bs'], epochs=s['epochs'], wd=s['wd'],
@@ -77,7 +84,7 @@ RECIPES = {
         "2-core x86-64 CPU, 2026-12-02)", "miniai train --recipe resnet",
         gpu={**FAST_GPU, 'epochs': 8}),   # the fast path's larger batch wants more, shorter epochs (12b_fastpath)
     'simple_cnn': Recipe(
-        'simple_cnn', "the lessons' stride-2 CNN (1→8→16→32→64→10) with BatchNorm", lambda: simple_cnn(norm=True),
+        'simple_cnn', "the lessons' stride-2 CNN (1→8→16→32→64→10) with BatchNorm", pooled_cnn,
         lr=1e-2, bs=256, epochs=5, figure="0.908 test accuracy in 30 s of training (5 epochs, fp32, 2-core x86-64 CPU)",
         command="miniai train --recipe simple_cnn"),
     'record5': _resnet_recipe(

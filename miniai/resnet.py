@@ -1,5 +1,5 @@
-"""Deeper and wider CNNs, the residual block (and its pre-activation variant), global average pooling, and a
-`summary` table of shapes, parameters and MFLOPs.
+"""Deeper and wider CNNs; the residual block, which lets a deep CNN train as well as a shallow one (and its
+pre-activation variant); global average pooling; and a `summary` table of shapes, parameters and MFLOPs.
 
 Docs: https://miniai.github.io/miniai/resnet.html.md"""
 
@@ -23,7 +23,7 @@ from .sched import OneCycleCB
 
 # %% auto #0
 __all__ = ['act_gr', 'cnn_model', 'ResBlock', 'zero_bn', 'PreResBlock', 'GlobalAvgPool', 'resnet', 'get_model', 'ModelSummary',
-           'summary', 'fit_report', 'GeneralRelu', 'init_weights', 'conv']
+           'summary', 'fit_report', 'PlainBlock', 'GeneralRelu', 'init_weights', 'conv']
 
 # %% ../nbs/10_resnet.ipynb #ae543841
 # re-exported: the course's resnet notebook uses these names from here
@@ -85,12 +85,12 @@ class GlobalAvgPool(nn.Module):
     def forward(self, x): return x.mean((-2, -1))
 
 def resnet(nfs=(16, 32, 64, 128, 256), ks0=5, depth=1, head='pool', pre=False, act=act_gr, norm=nn.BatchNorm2d,
-           n_in=1, n_out=10, drop=0., stem='block', stride0=1):
+           n_in=1, n_out=10, drop=0., stem='block', stride0=1, block=None):
     "ResNet: a first `stem` ('block' or 'conv', `ks0`, `stride0`) to `nfs[0]`, stride-2 blocks through `nfs`, a `head`."
     if head not in ('pool', 'flatten'): raise ValueError(f"head must be 'pool' or 'flatten', got {head!r}")
     if stem not in ('block', 'conv'): raise ValueError(f"stem must be 'block' or 'conv', got {stem!r}")
     if not (isinstance(depth, int) and depth >= 1): raise ValueError(f"depth must be an int >= 1, got {depth!r}")
-    blk = partial(PreResBlock if pre else ResBlock, act=act, norm=norm)
+    blk = partial(block or (PreResBlock if pre else ResBlock), act=act, norm=norm)
     first = (blk(n_in, nfs[0], ks=ks0, stride=stride0) if stem == 'block' else
              conv(n_in, nfs[0], ks=ks0, stride=stride0, act=None if pre else act, norm=None if pre else norm))
     layers = [first] + [blk(nfs[0], nfs[0]) for _ in range(depth-1)]
@@ -186,3 +186,13 @@ def fit_report(model, dls, epochs=5, lr=1e-2, wd=1e-5, cbs=(), loss_func=F.cross
     learn.fit(epochs)
     return dict(params=s.total_params, mflops=round(s.total_mflops, 2), epoch_s=round((time.perf_counter()-t0)/max(epochs, 1), 1),
                 acc=round(metrics.last('valid')['accuracy'], 4), learn=learn, recorder=rec)
+
+# %% ../nbs/10_resnet.ipynb #d1e9a0b2
+class PlainBlock(nn.Module):
+    "A `ResBlock` without the shortcut: `act(convs(x))` with the same two convs (a plain CNN to compare with a ResNet)."
+    def __init__(self, ni, nf, stride=1, ks=3, act=act_gr, norm=nn.BatchNorm2d):
+        super().__init__()
+        self.convs = _conv_block(ni, nf, stride, act=act, norm=norm, ks=ks)
+        self.act = act() if act else nn.Identity()
+
+    def forward(self, x): return self.act(self.convs(x))

@@ -174,7 +174,7 @@ adam_step.defaults = dict(eps=1e-5)
 
 # %% ../nbs/08a_sgd.ipynb #c99f5ead
 class GenericOptimizer(optim.Optimizer):
-    "Lesson 004's optimizer: each step runs `stats` to update a parameter's state, then `steppers` in order."
+    "The 2019 course's generic optimizer: each step runs `stats` to update a parameter's state, then `steppers` in order."
     def __init__(self, params, steppers, stats=(), **hypers):
         self.steppers, self.stats = list(steppers), list(stats)
         defaults = {}
@@ -282,7 +282,7 @@ class RecorderCB(Callback):
         recs = {k: v for k, v in self.recs.items() if any(o is not None for o in v)}
         fig, axs = plt.subplots(1, len(recs), figsize=figsize or (3.5*len(recs), 2.8), squeeze=False)
         for ax, (k, v) in zip(axs[0], recs.items()):
-            ax.plot(v); ax.set_title(k); ax.set_xlabel('batch')
+            ax.plot(v); ax.set(title=k, xlabel='training batch', ylabel=k)
         fig.tight_layout()
         return axs[0]
 

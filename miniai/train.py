@@ -1,4 +1,4 @@
-"""Train a named recipe on Fashion-MNIST from the command line, and write a report: metrics, plots, the model.
+"""Train a named recipe on Fashion-MNIST, or on a folder of your own pictures, from the command line, and write a report: metrics, plots, the model.
 
 Docs: https://miniai.github.io/miniai/train.html.md"""
 
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .datasets import fashion_dls, fashion_mnist_arrays, set_seed, FASHION_CLASSES
+from .datasets import fashion_mnist_arrays, set_seed
 from .conv import def_device
 from .metrics import Accuracy
 from .checkpoint import CheckpointCB, CheckpointError, atomic_save, read_checkpoint, deterministic_training
@@ -25,16 +25,19 @@ from .sched import OneCycleCB
 from .augment import aug_cb, hflip, tta_preds
 from .accel import PRECISIONS, resolve_precision, precision_cbs, matmul_small_convs
 from .distributed import DDPCB, NotEnoughGPUsError, ddp_setup, dist_env, rank_device, sync_batchnorm
-from .fastpath import fast_dls, fast_cbs, on_gpu
+from .fastpath import fast_cbs, on_gpu
 from .recipes import RECIPES, DEFAULT_RECIPE, Recipe, RecipeCB, checkpoint_recipe, changed_settings
+from .images import ImageData, ImageFolderError, fashion_data, image_folder_data, scan_image_folder
+from .report import RUN_FORMAT, confusion_matrix, link_latest, plot_confusion, plot_examples, plot_losses, plot_schedule
 
 # %% auto #0
-__all__ = ['FAST_GRAPHS', 'UsageError', 'check_args', 'run_settings', 'parse_args', 'confusion_matrix', 'train', 'main',
-           'RECIPES', 'DEFAULT_RECIPE', 'Recipe', 'OneCycleCB']
+__all__ = ['FAST_GRAPHS', 'UsageError', 'check_args', 'run_settings', 'parse_args', 'train', 'main', 'RECIPES', 'DEFAULT_RECIPE',
+           'Recipe', 'OneCycleCB', 'confusion_matrix']
 
 # %% ../nbs/20_train.ipynb #c5ecd787
-# re-exported for scripts written against earlier versions: the recipes live in `miniai.recipes`, 1cycle in `miniai.sched`
-_all_ = ['RECIPES', 'DEFAULT_RECIPE', 'Recipe', 'OneCycleCB']
+# re-exported for scripts written against earlier versions: the recipes live in `miniai.recipes`, 1cycle in `miniai.sched`,
+# the report's pieces in `miniai.report`
+_all_ = ['RECIPES', 'DEFAULT_RECIPE', 'Recipe', 'OneCycleCB', 'confusion_matrix']
 
 # %% ../nbs/20_train.ipynb #866a5ae7
 class UsageError(Exception):
@@ -57,6 +60,9 @@ def check_args(args) -> Recipe:
     if args.bs is not None and args.bs <= 0: raise UsageError(f"--bs must be a positive integer, got {args.bs}.")
     if args.device not in (None, 'cpu') and not _device_ok(args.device):
         raise UsageError(f"--device {args.device!r} is not available here (this machine has: {def_device}).")
+    if args.images is not None: _check_images_args(args)   # the folder's layout and classes, before anything is written
+    elif (args.size, args.valid_pct, args.skip_bad) != (None, None, False):
+        raise UsageError("--size, --valid-pct and --skip-bad go with --images DIR (Fashion-MNIST is 28×28, split 60,000/10,000).")
     rank, world, _ = dist_env()   # under torchrun: this process's rank and the number of processes
     args.out = _check_out_dir(Path(args.out)) if rank == 0 else Path(args.out).expanduser()   # only rank 0 writes
     if args.resume and not (args.out/'checkpoint.pth').is_file():
@@ -74,9 +80,19 @@ def check_args(args) -> Recipe:
     if args.subset is not None and math.ceil(args.subset/bs) * s['epochs'] < 2:
         raise UsageError(f"--subset {args.subset} with --bs {bs} gives a single training batch; the 1cycle schedule needs "
                          "at least 2: use a larger --subset, a smaller --bs or more --epochs.")
-    try: fashion_mnist_arrays(args.data)
-    except (FileNotFoundError, ValueError) as e: raise UsageError(f"data: {e}") from None
+    if args.images is None:
+        try: fashion_mnist_arrays(args.data)
+        except (FileNotFoundError, ValueError) as e: raise UsageError(f"data: {e}") from None
     return RECIPES[args.recipe]
+
+def _check_images_args(args):
+    if args.data is not None or args.subset is not None:
+        raise UsageError("--data and --subset are for Fashion-MNIST; with --images the folder is the data.")
+    if args.size is not None and not 8 <= args.size <= 512: raise UsageError(f"--size must be 8 to 512 pixels, got {args.size}.")
+    if args.valid_pct is not None and not 0 < args.valid_pct < 1:
+        raise UsageError(f"--valid-pct must be a fraction between 0 and 1 (0.2 holds out 20%), got {args.valid_pct}.")
+    try: scan_image_folder(args.images, args.valid_pct or 0.2)
+    except ImageFolderError as e: raise UsageError(f"--images: {_short(e)}") from None
 
 # CUDA graphs on the fast path (12b_fastpath), the default of --cuda-graphs: on an H200 the flagship's 8 epochs took
 # 3.2 s with them, 5.0 s without; off until a resumed run with graphs has been checked to equal an uninterrupted one there
@@ -85,7 +101,8 @@ FAST_GRAPHS = False
 def run_settings(args, recipe, world=1) -> dict:
     "Epochs, lr, bs, fast path, CUDA graphs: the command line's choice, else the recipe's (its `gpu` settings on the fast path)."
     fast = world == 1 and on_gpu(args.device or def_device) and not args.no_fast   # one process on a CUDA GPU (12b)
-    base = {'epochs': recipe.epochs, 'lr': recipe.lr, 'bs': recipe.bs, **((recipe.gpu or {}) if fast else {})}
+    gpu = (recipe.gpu or {}) if fast and getattr(args, 'images', None) is None else {}   # tuned on Fashion-MNIST's 60,000
+    base = {'epochs': recipe.epochs, 'lr': recipe.lr, 'bs': recipe.bs, **gpu}
     graphs = fast and (FAST_GRAPHS if args.cuda_graphs is None else args.cuda_graphs)
     return dict(epochs=args.epochs or base['epochs'], lr=args.lr or base['lr'], bs=args.bs or base['bs'], fast=fast,
                 graphs=graphs)
@@ -97,18 +114,28 @@ def _device_ok(dev):
 # %% ../nbs/20_train.ipynb #96571c4f
 def parse_args(argv=None):
     "The `miniai train` command line."
-    p = argparse.ArgumentParser(prog='miniai train', description="Train a recipe on Fashion-MNIST and write a report "
-                                "(metrics.json, loss.png, model.pth) to --out.")
+    p = argparse.ArgumentParser(prog='miniai train', description="Train a recipe on Fashion-MNIST, or on your own "
+                                "pictures (--images), and write a report (metrics.json, plots, model.pth) to --out.")
     p.add_argument('--recipe', default=DEFAULT_RECIPE, help=f"what to train: {', '.join(RECIPES)} (default {DEFAULT_RECIPE})")
     p.add_argument('--epochs', type=int, default=None, help="epochs (default: the recipe's)")
     p.add_argument('--lr', type=float, default=None, help="peak learning rate (default: the recipe's)")
     p.add_argument('--bs', type=int, default=None, help="batch size (default: the recipe's)")
     p.add_argument('--seed', type=int, default=42, help="random seed (default 42)")
-    p.add_argument('--out', default='runs/latest', help="output folder (default runs/latest)")
+    p.add_argument('--out', default=None, help="output folder (default runs/RECIPE, with --images runs/FOLDER-RECIPE); "
+                   "a link `latest` beside it then points at it")
     p.add_argument('--device', default=None, help=f"cpu, cuda, mps... (default: best available, here {def_device})")
     p.add_argument('--data', default=None, help="folder with the Fashion-MNIST IDX files (default: MINIAI_DATA, "
                    "then /usr/share/datasets/fashion-mnist, then the HF hub)")
     p.add_argument('--subset', type=int, default=None, help="train on the first N training images only (quick runs)")
+    p.add_argument('--images', default=None, metavar='DIR', help="train on your own pictures: DIR/<class>/<image> (a "
+                   "validation split is drawn from each class) or DIR/train/<class>/... + DIR/valid/<class>/... (or val/, "
+                   "test/); converted once to tensors, then read from a cache")
+    p.add_argument('--size', type=int, default=None, help="with --images: the side pictures are resized to (default 28 "
+                   "for greyscale data, 64 for colour)")
+    p.add_argument('--valid-pct', type=float, default=None, help="with --images and no valid/ folder: the fraction of each "
+                   "class held out for validation (default 0.2; drawn with seed 42, whatever --seed is)")
+    p.add_argument('--skip-bad', action='store_true', help="with --images: skip unreadable picture files (counted in the "
+                   "report) instead of stopping at the first")
     p.add_argument('--precision', default=None, help="fp32, bf16, fp16, or auto: 16-bit autocast + channels-last where "
                    "the hardware is fast at it (bf16 on CPUs with AVX512-bf16/AMX and on CUDA GPUs that have it, else "
                    "fp16) (default: the recipe's)")
@@ -124,57 +151,14 @@ def parse_args(argv=None):
                    "replay each training step as one CUDA graph (on an H200 the flagship's 8 epochs took 3.2 s instead of "
                    "5.0 s); the momentum is then not cycled, as a replayed step can only change the lr "
                    f"(default: {'on' if FAST_GRAPHS else 'off'})")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.out is None: args.out = str(_default_out(args))
+    return args
 
-# %% ../nbs/20_train.ipynb #80ab3c85
-def _plot_losses(path, losses, n_batches, valid_losses):
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(losses, lw=0.8, label='train (per batch)')
-    ax.plot([(i + 1)*n_batches for i in range(len(valid_losses))], valid_losses, 'o-', label='valid (per epoch)')
-    ax.set_xlabel('batch'); ax.set_ylabel('loss'); ax.set_yscale('log'); ax.legend()
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+def _default_out(args) -> Path:
+    if args.images is None: return Path('runs')/args.recipe
+    return Path('runs')/f"{Path(args.images).expanduser().resolve().name}-{args.recipe}"
 
-def _plot_schedule(path, lrs, moms):
-    import matplotlib.pyplot as plt
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3))
-    a1.plot(lrs); a1.set_xlabel('batch'); a1.set_ylabel('learning rate')
-    a2.plot(moms, color='C1'); a2.set_xlabel('batch'); a2.set_ylabel('momentum (AdamW beta1)')
-    fig.suptitle('one-cycle schedule'); fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
-
-def confusion_matrix(preds, targs, n_classes):
-    "Counts `cm[true, predicted]`."
-    return torch.bincount(targs*n_classes + preds, minlength=n_classes**2).view(n_classes, n_classes)
-
-def _plot_confusion(path, cm, classes):
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 6))
-    cm = np.asarray(cm)   # matplotlib wants arrays; a tensor's __array__ lacks numpy 2's `copy` argument
-    ax.imshow(cm, cmap='Blues')
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha='right'); ax.set_yticks(range(len(classes)), classes)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, int(cm[i, j]), ha='center', va='center', fontsize=7,
-                    color='white' if cm[i, j] > cm.max()/2 else 'black')
-    ax.set_xlabel('predicted'); ax.set_ylabel('true'); ax.set_title('test set confusion matrix')
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
-
-def _plot_examples(path, x, preds, targs, classes, n=24):
-    "A grid of test images titled 'predicted / true', mistakes in red; half the grid shows mistakes when there are some."
-    import matplotlib.pyplot as plt
-    wrong = (preds != targs).nonzero().flatten()[:n//2]
-    right = (preds == targs).nonzero().flatten()[:n - len(wrong)]
-    idx = torch.cat([right, wrong])
-    fig, axs = plt.subplots(4, n//4, figsize=(n//4*1.6, 4*1.8))
-    for ax, i in zip(axs.flat, idx.tolist()):
-        ax.imshow(np.asarray(x[i, 0]), cmap='gray'); ax.set_xticks([]); ax.set_yticks([])
-        bad = preds[i] != targs[i]
-        ax.set_title(f"{classes[preds[i]]}\n/ {classes[targs[i]]}", fontsize=7, color='red' if bad else 'black')
-        if bad:
-            for sp in ax.spines.values(): sp.set_color('red'); sp.set_linewidth(2)
-    for ax in axs.flat[len(idx):]: ax.set_axis_off()
-    fig.suptitle('test images: predicted / true (mistakes in red)', fontsize=9)
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
 # %% ../nbs/20_train.ipynb #265f87b5
 def train(args) -> dict | None:
@@ -220,16 +204,17 @@ def _train(args, recipe, rank, world):
     device = rank_device(args.device or def_device)
     precision = resolve_precision(args.precision or recipe.precision, device)
     fast = s['fast'] and precision in ('bf16', 'fp32')   # the fast path has no fp16 loss scaling
-    set_seed(args.seed)
-    dls = (fast_dls(bs, device, n_train=args.subset, path=args.data, drop_last=False) if fast else
-           fashion_dls(bs=bs, n_train=args.subset, path=args.data))
+    data = _load_data(args, rank)
+    if args.images is not None: bs = _folder_bs(args, bs, len(data.x_train), epochs, world)
+    set_seed(args.seed)   # after the data: converting pictures draws from the generators
+    dls = data.dls(bs, device, fast=fast)
     metrics = MetricsCB(accuracy=Accuracy(), quiet=rank != 0)   # only rank 0 prints
     rec = RecorderCB()                                          # lr, momentum and loss of every batch
     opt = lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=recipe.wd)
     out = Path(args.out)
     augs = [aug_cb(*recipe.make_tfms())] if recipe.make_tfms else []   # training batches only
     loss_func = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    model = recipe.make_model()
+    model = recipe.make_model(n_in=data.n_in, n_out=len(data.classes))
     if device.type == 'cpu': matmul_small_convs(model)   # tiny feature maps as one matmul: same numbers, faster (12_accel)
     if world > 1: model = sync_batchnorm(model, device)   # BatchNorm statistics over the global batch, not the shard
     main_cbs = [ProgressCB(), CheckpointCB(out/'checkpoint.pth')] if rank == 0 else []
@@ -238,6 +223,7 @@ def _train(args, recipe, rank, world):
     train_cbs = fast_cbs(precision, graphs=graphs) if fast else precision_cbs(precision)
     sched = OneCycleCB(lr, pct_start=recipe.pct_start, cycle_momentum=not graphs)
     settings = dict(lr=lr, precision=precision, fast_path=fast, cuda_graphs=graphs)   # a resume keeps them (not the processes)
+    if args.images is not None: settings.update(size=data.preprocess.size, classes=data.classes)
     learn = Learner(model, dls, loss_func, lr=lr, opt_func=opt, cbs=[*train_cbs, DeviceCB(device), *augs, metrics,
                     rec, sched, RecipeCB(recipe.name, settings), *main_cbs, *([DDPCB()] if world > 1 else [])])
     if args.resume:
@@ -254,15 +240,31 @@ def _train(args, recipe, rank, world):
         train_time = time.perf_counter() - t0
     if rank != 0: return None
     return _report(args, recipe, learn, metrics, rec, dict(epochs=epochs, lr=lr, bs=bs, device=device, precision=precision, fast=fast,
-                                                            graphs=graphs, world=world, train_time=train_time, loss_func=loss_func))
+                                                            graphs=graphs, world=world, train_time=train_time, loss_func=loss_func, data=data))
+
+def _load_data(args, rank) -> ImageData:
+    "Fashion-MNIST, or the pictures of `--images`: converted on the first run, then read from the cache."
+    if args.images is None: return fashion_data(args.data, n_train=args.subset)
+    try: data = image_folder_data(args.images, args.size, args.valid_pct or 0.2, skip_bad=args.skip_bad, progress=rank == 0)
+    except ImageFolderError as e: raise UsageError(f"--images: {_short(e)}") from None
+    if rank == 0: print(data.summary())
+    return data
+
+def _folder_bs(args, bs, n, epochs, world):
+    "The recipe's batch size halved (not below 32) until an epoch of a small folder has 16 batches; `--bs` as given."
+    while args.bs is None and bs > 32 and n/bs < 16 and bs//2 % world == 0: bs //= 2
+    if math.ceil(n/bs)*epochs < 2: raise UsageError(f"{n} training pictures with --bs {bs} and --epochs {epochs} make a "
+                                                    "single batch; the 1cycle schedule needs at least 2.")
+    return bs
 
 def _report(args, recipe, learn, metrics, rec, run):
-    "Evaluate on the test split (with flip TTA if the recipe trained with flips), write metrics.json, the plots and model.pth."
-    out, dls, n_batches = Path(args.out), learn.dls, len(learn.train_dl)
+    "Evaluate on the held-out images (with flip TTA if the recipe trained with flips); write metrics.json, plots, model.pth."
+    out, dls, n_batches, data = Path(args.out), learn.dls, len(learn.train_dl), run['data']
     valid = [r for r in metrics.history if r['phase'] == 'valid']
     recs = rec.recs   # every batch's lr, momentum and loss, read from the device in one go
-    report = dict(recipe=recipe.name, description=recipe.description, epochs=run['epochs'], lr=run['lr'], bs=run['bs'],
-                  seed=args.seed, subset=args.subset, device=str(run['device']), precision=run['precision'],
+    report = dict(format=RUN_FORMAT, recipe=recipe.name, description=recipe.description, epochs=run['epochs'], lr=run['lr'],
+                  bs=run['bs'], seed=args.seed, subset=args.subset, data=data.info, classes=data.classes,
+                  preprocess=data.preprocess.to_dict(), device=str(run['device']), precision=run['precision'],
                   fast_path=run['fast'], cuda_graphs=run['graphs'],
                   processes=run['world'], train_seconds=run['train_time'],
                   test_accuracy=valid[-1]['accuracy'], test_loss=valid[-1]['loss'],
@@ -277,17 +279,14 @@ def _report(args, recipe, learn, metrics, rec, run):
     probs, targs, views = tta_preds(evaluator, tfms=[hflip] if recipe.flips else [], keep_views=True)
     preds = views[0].argmax(1)
     if recipe.flips: report['test_accuracy_tta'] = (probs.argmax(1) == targs).float().mean().item()
-    cm = confusion_matrix(preds, targs, len(FASHION_CLASSES))
+    cm = confusion_matrix(preds, targs, len(data.classes))
     report['confusion_matrix'] = cm.tolist()
     report = _round(report)
     (out/'metrics.json').write_text(json.dumps(report, indent=2))
-    import matplotlib
-    matplotlib.use('Agg')
-    _plot_losses(out/'loss.png', recs['loss'], n_batches, [r['loss'] for r in valid])
-    _plot_schedule(out/'lr.png', recs['lr'], recs['mom'])
-    _plot_confusion(out/'confusion.png', cm, FASHION_CLASSES)
-    valid_x = dls.valid.x.cpu() if hasattr(dls.valid, 'x') else dls.valid.dataset.tensors[0]   # fast path: uint8 on the GPU
-    _plot_examples(out/'examples.png', valid_x, preds, targs, FASHION_CLASSES)
+    plot_losses(out/'loss.png', recs['loss'], n_batches, [r['loss'] for r in valid])
+    plot_schedule(out/'lr.png', recs['lr'], recs['mom'])
+    plot_confusion(out/'confusion.png', cm, data.classes, data.valid_name)
+    plot_examples(out/'examples.png', data.x_valid, preds, targs, data.classes, data.valid_name)
     atomic_save(learn.model.state_dict(), out/'model.pth')
     return report
 
@@ -311,9 +310,9 @@ def main(argv=None):
         return 130
     if report is None: return 0   # a rank other than 0 of a distributed run: rank 0 reports
     tta = f" (with flip TTA {report['test_accuracy_tta']:.4f})" if 'test_accuracy_tta' in report else ''
-    print(f"test accuracy {report['test_accuracy']:.4f}{tta} after "
+    print(f"{'test' if args.images is None else 'validation'} accuracy {report['test_accuracy']:.4f}{tta} after "
           f"{report['epochs']} epochs ({report['train_seconds']:.0f}s of training on {report['device']}"
           + (f", {report['processes']} processes" if report['processes'] > 1 else '') + ")")
     print(f"report written to {Path(args.out).resolve()}/ (metrics.json, loss.png, lr.png, confusion.png, "
-          "examples.png, model.pth, checkpoint.pth)")
+          "examples.png, model.pth, checkpoint.pth)" + link_latest(args.out))
     return 0

@@ -228,3 +228,25 @@ def test_bf16_on_cuda_does_not_wait_for_the_gpu_each_step():
     mp.before_fit(L())
     assert mp.check is False and mp.scaler is None and mp.n_skipped == 0
     assert MixedPrecision(check_finite=True, device='cuda', dtype=torch.bfloat16).check_finite is True
+
+
+# ---- fp16's loss scaler in checkpoints ----
+def test_fp16_scaler_state_round_trips_and_persists_across_fits(linear_batches):
+    data = linear_batches(8, bs=32, n_in=20, n_out=4)
+    mp = MixedPrecision(dtype=torch.float16)
+    learn = _learn(data, mp, lr=1e-4)
+    learn.loss_func = lambda p, y: 300*F.cross_entropy(p, y)      # overflows fp16 at the first scale: the scale falls
+    learn.fit(1, valid=False)
+    sd = mp.state_dict()
+    assert sd['scaler']['scale'] < 65536. and sd['n_skipped'] == mp.n_skipped > 0
+    assert all(isinstance(v, (int, float)) for v in sd['scaler'].values())   # plain numbers: a weights-only checkpoint
+    learn.fit(1, valid=False)             # a later fit continues from the scale found: no overflow to find it again
+    assert mp.n_skipped == 0 and mp.state_dict()['scaler']['_growth_tracker'] > 0
+    other = MixedPrecision(dtype=torch.float16)
+    _learn(data, other, lr=1e-2).fit(0)                            # a fit of 0 epochs makes the scaler, as a resume would
+    other.load_state_dict(sd)
+    assert other.scaler.state_dict() == sd['scaler'] and other.n_skipped == sd['n_skipped']
+    bf16 = MixedPrecision()
+    _learn(data, bf16).fit(0)
+    bf16.load_state_dict(sd)                                        # a bf16 run has no scaler: the saved one is ignored
+    assert bf16.scaler is None and bf16.state_dict()['scaler'] is None

@@ -126,3 +126,37 @@ def test_plots_return_figures():
         fig, axs = f()
         assert isinstance(fig, matplotlib.figure.Figure)
     with pytest.raises(ValueError, match='train first'): ActivationStats(nn.ReLU).plot_stats()
+
+
+def test_plots_label_their_axes_and_draw_into_given_axes():
+    import matplotlib.pyplot as plt
+    model, dls = toy_setup()
+    astats = ActivationStats(nn.ReLU)
+    Learner(model, dls, F.cross_entropy, lr=0.1, cbs=[TrainCB(), astats]).fit(1)
+    assert astats.layer_names() == ['layer 0', 'layer 1']
+    try:
+        fig, axs = astats.plot_stats()
+        assert [ax.get_title() for ax in axs] == ['Means', 'Standard deviations']
+        assert all(ax.get_xlabel() == 'training batch' and ax.get_ylabel() for ax in axs)
+        assert [t.get_text() for t in axs[1].get_legend().get_texts()] == ['layer 0', 'layer 1']
+        for f, ylabel in ((astats.color_dim, '|activation|'), (astats.dead_chart, 'fraction |x| < 0.25')):
+            fig, axs = f(title='a run')
+            assert fig._suptitle.get_text() == 'a run'
+            drawn = list(axs.flat)[:2]
+            assert [ax.get_title() for ax in drawn] == ['layer 0', 'layer 1']
+            assert drawn[0].get_ylabel() == ylabel and drawn[-1].get_xlabel() == 'training batch'
+            _, given = plt.subplots(1, 2)                        # the caller's axes, e.g. one row per run
+            assert f(axs=given)[1] is given and all(ax.get_title() for ax in given)
+            with pytest.raises(ValueError, match='need 2 axes'): f(axs=given[:1])
+        img = astats.color_dim()[1].flat[0].get_images()[0]
+        assert img.get_extent()[2:] == [0, 10]                   # the y axis reads in |activation| units
+    finally:
+        plt.close('all')
+    both = ActivationStats(nn.ReLU, on_valid=True)
+    mixed = ActivationStats(lambda m: isinstance(m, (nn.ReLU, nn.Linear)) and m is not model[-1])
+    Learner(model, dls, F.cross_entropy, lr=0.1, cbs=[TrainCB(), both, mixed]).fit(1)
+    try:
+        assert both.plot_stats()[1][0].get_xlabel() == 'batch'
+        assert mixed.layer_names()[:2] == ['layer 0 (Linear)', 'layer 1 (ReLU)']
+    finally:
+        plt.close('all')

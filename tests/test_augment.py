@@ -1,11 +1,13 @@
-"Batch augmentation (miniai.augment): per-image randomness, statistics, bad input, dropout vs torch, TTA and ensembles."
+"Batch augmentation (miniai.augment): per-image randomness, statistics, bad input, dropout vs torch, TTA, ensembles, test-time dropout."
 import pytest, torch
 import torch.nn.functional as F
 from torch import nn
 from miniai.augment import (check_batch, rand_flip, rand_crop, rand_resized_crop, rand_erase, rand_copy, RandFlip,
                             RandCrop, RandErase, RandCopy, RandResizedCrop, aug_cb, tfm_batch, Dropout, Dropout2d,
-                            CapturePreds, capture_preds, tta_preds, hflip, ensemble_preds, accuracy, flagship_model)
+                            CapturePreds, capture_preds, tta_preds, hflip, ensemble_preds, accuracy, flagship_model,
+                            TTD_CB, ttd_preds)
 from miniai.learner import Learner, TrainCB
+from miniai.callbacks import Callback
 
 def _img_batch(n=32, seed=0):
     "n copies of one random 'image' with structure (so crops/flips of it differ)."
@@ -163,3 +165,47 @@ def test_course_learner_methods():
     learn.show_image_batch(max_n=4)
     assert torch.equal(learn.model[0].weight, w)                            # shown, not trained on
     assert torch.equal(learn.batch[0], learn.dls[0][0][0].flip(-1))       # the batch after the augmentation
+
+def _dropout_learner(drop_cls):
+    torch.manual_seed(9)
+    x, y = torch.randn(48, 6), torch.randint(0, 3, (48,))
+    dls = [[(x[:32], y[:32])], [(x[32:40], y[32:40]), (x[40:], y[40:])]]
+    model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), drop_cls(0.5), nn.Linear(16, 3))
+    return Learner(model, dls, F.cross_entropy, lr=0.1, cbs=[TrainCB()])
+
+@pytest.mark.parametrize('drop_cls', [nn.Dropout, Dropout])
+def test_ttd_cb_draws_new_masks_and_restores_modes(drop_cls):
+    learn = _dropout_learner(drop_cls)
+    learn.fit(1)                                                   # trained: the BatchNorm has running statistics
+    bn = learn.model[1]
+    stats = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+    p1, _ = capture_preds(learn, cbs=[TTD_CB()])
+    p2, _ = capture_preds(learn, cbs=[TTD_CB()])
+    assert not torch.equal(p1, p2)                                 # each pass draws its own masks
+    assert torch.equal(bn.running_mean, stats[0]) and torch.equal(bn.running_var, stats[1])
+    assert torch.equal(bn.num_batches_tracked, stats[2])           # BatchNorm stayed in eval mode
+    assert not any(m.training for m in learn.model.modules())      # all back in eval mode after the pass
+    q1, _ = capture_preds(learn); q2, _ = capture_preds(learn)
+    assert torch.equal(q1, q2)                                     # without it, predictions are deterministic
+    # a pass with dropout kept on: some activations zeroed, the survivors scaled by 2, so the logits differ from eval's
+    assert not torch.allclose(p1, q1)
+
+def test_ttd_cb_restores_modes_when_the_pass_fails():
+    learn = _dropout_learner(nn.Dropout)
+    class Boom(Callback):
+        def after_predict(self, learn): raise RuntimeError('boom')
+    with pytest.raises(RuntimeError, match='boom'): learn.fit(1, train=False, cbs=[TTD_CB(), Boom()])
+    assert not learn.model[2].training
+
+def test_ttd_cb_without_dropout_is_an_error():
+    learn = _learner()                                             # no dropout layer in this model
+    with pytest.raises(ValueError, match='no dropout layer'): capture_preds(learn, cbs=[TTD_CB()])
+    assert not any(m.training for m in learn.model.modules())
+
+def test_ttd_preds_shape_and_mean():
+    learn = _dropout_learner(Dropout)
+    torch.manual_seed(10)
+    P, t = ttd_preds(learn, n=5)
+    assert P.shape == (5, 16, 3) and t.shape == (16,)
+    assert torch.allclose(P.sum(-1), torch.ones(5, 16), atol=1e-5)   # softmax probabilities
+    assert len({p.numpy().tobytes() for p in P}) == 5                 # five different passes

@@ -109,6 +109,46 @@ def test_unsynchronised_batchnorm_is_far_away(runs):
     assert max(((a[k] - b[k]).abs().max()/a[k].abs().max()).item() for k in a if a[k].is_floating_point()) > 1e-3
 
 
+# ---- --resume under torchrun: every rank gets its own random generators back ----
+# The lessons' CNN with per-image random flips, so that each rank's random stream matters (rank 1 draws its own flips);
+# validated on 512 test images; with STOP_AFTER_EPOCH_1 set, every rank stops like Ctrl-C once epoch 1 is checkpointed.
+RESUMABLE = textwrap.dedent("""
+    import os, sys
+    import miniai.train as T
+    from miniai.recipes import Recipe
+    from miniai.augment import RandFlip
+    from miniai.conv import simple_cnn
+    from miniai.callbacks import Callback
+    from miniai.checkpoint import CheckpointCB
+    from functools import partial
+    T.fashion_dls = partial(T.fashion_dls, n_valid=512)   # a smaller test set: the run's validations take no time
+    T.RECIPES['flip_cnn'] = Recipe('flip_cnn', 'the lessons CNN with random flips', lambda: simple_cnn(norm=True),
+                                   lr=1e-2, bs=128, epochs=2, make_tfms=lambda: [RandFlip()])
+    class StopAfterEpoch1(Callback):
+        order = CheckpointCB.order + 1
+        def after_epoch(self, learn):
+            if learn.epoch == 0 and not learn.training: raise KeyboardInterrupt
+    if os.environ.get('STOP_AFTER_EPOCH_1'):
+        Learner = T.Learner
+        T.Learner = lambda *a, cbs=(), **kw: Learner(*a, cbs=[*cbs, StopAfterEpoch1()], **kw)
+    sys.exit(T.main(sys.argv[1:]))
+""")
+
+def test_resume_under_torchrun_is_exact(tmp_path):
+    (tmp_path/'resumable.py').write_text(RESUMABLE)
+    args = ['train', '--recipe', 'flip_cnn', '--seed', '2', '--subset', '512', '--device', 'cpu']
+    straight = torchrun(tmp_path/'resumable.py', *args, '--out', tmp_path/'straight')
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    stopped = torchrun(tmp_path/'resumable.py', *args, '--out', tmp_path/'split', env={'STOP_AFTER_EPOCH_1': '1'})
+    assert stopped.returncode != 0 and (tmp_path/'split'/'checkpoint.pth').is_file(), stopped.stderr[-3000:]
+    resumed = torchrun(tmp_path/'resumable.py', *args, '--out', tmp_path/'split', '--resume')
+    assert resumed.returncode == 0 and 'resuming after epoch 1 of 2' in resumed.stdout, resumed.stderr[-3000:]
+    a, b = torch.load(tmp_path/'straight'/'model.pth'), torch.load(tmp_path/'split'/'model.pth')
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = (json.loads((tmp_path/n/'metrics.json').read_text()) for n in ('straight', 'split'))
+    strip = lambda h: [{k: v for k, v in r.items() if k != 'time'} for r in h]
+    assert strip(ra['history']) == strip(rb['history']) and ra['processes'] == rb['processes'] == 2
+
 # ---- processes to GPUs: `rank_device` under torchrun's variables, with the machine's GPU count patched ----
 from unittest import mock
 from miniai.distributed import NotEnoughGPUsError, ddp_setup, rank_device
@@ -155,3 +195,20 @@ def test_nccl_two_gpus_train_like_one(tmp_path):
     assert rb['processes'] == 2 and rb['device'].startswith('cuda')
     # cuDNN and NCCL sum in other orders than the CPU: the loose yardstick of two different global batches (>1e-3) still holds
     assert abs(ra['test_accuracy'] - rb['test_accuracy']) < 0.02
+
+
+# ---- which metrics DDPCB can combine over ranks (no process group needed for the check itself) ----
+def test_a_metric_that_declares_no_state_is_refused_by_name():
+    from torcheval.metrics import MulticlassAccuracy
+    from miniai.distributed import reduce_metric, _check_reducible
+    from miniai.metrics import Accuracy, Mean
+    for m in (Accuracy(), Mean(), MulticlassAccuracy()): _check_reducible(m)   # declared: miniai's, torcheval's
+    class Guess:                      # keeps its state in attributes, but says nothing about which ones
+        def __init__(self): self.hits, self.n = 0, 0
+        def merge_state(self, others): pass   # a method of the same name is not torcheval's protocol
+    with pytest.raises(TypeError, match=r'cannot combine the metric Guess over processes: it declares no state.*dist_states'):
+        reduce_metric(Guess())
+    class Odd:
+        dist_states = ('name',)
+        name = 'x'
+    with pytest.raises(TypeError, match=r'Odd\.name is a str'): reduce_metric(Odd())

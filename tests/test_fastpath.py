@@ -166,3 +166,46 @@ def test_graph_outputs_are_copied_for_callbacks_that_keep_them():
     cb.before_fit = lambda learn: setattr(cb, 'run', Replaying())
     learn.fit(1, valid=False, cbs=[m])
     assert m.history[0]['loss'] == pytest.approx(sum(range(1, 7))/6)   # each step's own loss, not six times the last
+
+
+# ---- callbacks GraphTrainCB cannot honour are refused, in one message naming them and their events ----
+from miniai.callbacks import Callback
+from miniai.learner import TrainLearner
+from miniai.accel import MixedPrecision
+
+class ClipCB(Callback):
+    def after_backward(self, learn): torch.nn.utils.clip_grad_norm_(learn.model.parameters(), 1.)
+class SkipBadLossCB(Callback):
+    def after_loss(self, learn): pass
+class ReadPredsCB(Callback):
+    def after_predict(self, learn): pass
+
+def _graph_learn(*cbs, cls=Learner):
+    batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(3)]
+    return cls(nn.Linear(4, 3), (batches, batches[:1]), F.cross_entropy, lr=0.1, cbs=[GraphTrainCB(dtype=None), *cbs])
+
+@pytest.mark.parametrize('cb, event', [(ClipCB(), 'ClipCB.after_backward'), (SkipBadLossCB(), 'SkipBadLossCB.after_loss'),
+                                       (ReadPredsCB(), 'ReadPredsCB.after_predict'), (TrainCB(), 'TrainCB.step'),
+                                       (MixedPrecision(), 'MixedPrecision.backward')])
+def test_graph_train_cb_refuses_callbacks_it_cannot_honour(cb, event):
+    learn = _graph_learn(cb)
+    w = learn.model.weight.detach().clone()
+    with pytest.raises(ValueError) as e: learn.fit(1)
+    msg = str(e.value)
+    assert 'GraphTrainCB' in msg and event in msg and '\n' not in msg
+    assert torch.equal(learn.model.weight, w)            # refused before any step
+
+def test_graph_train_cb_names_every_problem_at_once_and_allows_evaluation():
+    learn = _graph_learn(ClipCB(), SkipBadLossCB())
+    with pytest.raises(ValueError, match=r'ClipCB\.after_backward, SkipBadLossCB\.after_loss'): learn.fit(1)
+    learn.fit(1, train=False)                            # no training step: nothing to refuse
+    with pytest.raises(ValueError, match=r'TrainLearner\.predict \(a method of the Learner subclass'):
+        _graph_learn(cls=TrainLearner).fit(1)
+
+def test_graph_train_cb_accepts_what_the_fast_path_trains_with():
+    from miniai.sgd import RecorderCB
+    from miniai.sched import OneCycleCB
+    from miniai.averaging import EMACB
+    learn = _graph_learn(MetricsCB(quiet=True), RecorderCB(), OneCycleCB(0.1, cycle_momentum=False), EMACB(0.9),
+                         ChannelsLastCB(), DeviceCB('cpu'))
+    learn.fit(1)

@@ -133,6 +133,9 @@ def test_clean_mem_and_plot_func():
     clean_tb()                                          # nothing left: no error
     ax = plot_func(GeneralRelu(0.1, 0.4))
     assert len(ax.lines) >= 1
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ('x', 'GeneralRelu(x)')   # a labelled plot
+    import torch.nn.functional as F
+    assert plot_func(F.relu).get_ylabel() == 'relu(x)'
 
 
 def test_one_conv_one_cnn_and_the_course_bias_difference():

@@ -1,8 +1,8 @@
 "ResNets (miniai.resnet): block shapes for odd sizes, identity paths, builders, and summary's params/MFLOPs counts."
 import pytest, torch
 from torch import nn
-from miniai.resnet import (ResBlock, PreResBlock, resnet, get_model, cnn_model, summary, zero_bn, GlobalAvgPool,
-                           act_gr, fit_report)
+from miniai.resnet import (ResBlock, PreResBlock, PlainBlock, resnet, get_model, cnn_model, summary, zero_bn,
+                           GlobalAvgPool, act_gr, fit_report)
 from miniai.learner import Learner
 
 @pytest.mark.parametrize('blk', [ResBlock, PreResBlock])
@@ -67,3 +67,21 @@ def test_summary_of_learner():
     dls = [[(torch.randn(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))]] * 2
     s = summary(Learner(m, dls), None)
     assert s.rows[0][1] == (4, 1, 28, 28) and s.total_params == sum(p.numel() for p in m.parameters())
+
+def test_plain_block_is_a_resblock_without_the_shortcut():
+    torch.manual_seed(0)
+    rb, pb = ResBlock(4, 8, stride=2).eval(), PlainBlock(4, 8, stride=2).eval()
+    pb.convs.load_state_dict(rb.convs.state_dict())
+    x = torch.randn(2, 4, 7, 7)
+    assert pb(x).shape == rb(x).shape == (2, 8, 4, 4)
+    assert torch.allclose(pb(x), rb.act(rb.convs(x)))                     # the residual branch alone
+    assert torch.allclose(rb(x), rb.act(rb.convs(x) + rb.idconv(rb.pool(x))))
+
+def test_resnet_block_argument():
+    kw = dict(nfs=(8, 16, 32), ks0=3, stem='conv', stride0=2, depth=3)
+    plain, res = resnet(**kw, block=PlainBlock), resnet(**kw)
+    blocks = lambda m, cls: sum(isinstance(l, cls) for l in m.modules())
+    assert blocks(plain, PlainBlock) == blocks(res, ResBlock) == 8 and blocks(plain, ResBlock) == 0
+    n3 = lambda m: sum(isinstance(l, nn.Conv2d) and l.kernel_size == (3, 3) for l in m.modules())
+    assert n3(plain) == n3(res) == 17                                     # the same depth: stem + 2 convs per block
+    assert plain(torch.randn(2, 1, 28, 28)).shape == (2, 10)
