@@ -63,11 +63,23 @@ def test_check_names_each_failing_threshold(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "pictures: 1 in all" in out
     assert "notebooks without a picture: 1 of 2" in out
+    assert "lessons without a picture: 1 of 2" in out
     assert "demo cells with an output: 1 of 2 (50%)" in out
     assert "01_a: picture in cell 1 is 120." in out
     assert "01_a: markdown cell 0 talks about the process" in out
     assert "11_augment: notebook missing" in out
     assert ls.main(["--nbs", str(tmp_path)]) == 0  # without --check it only prints
+
+
+def test_check_notebooks_need_no_picture(tmp_path, monkeypatch, capsys):
+    "The exercises' check notebooks print one line per check: they do not count against the lessons' pictures."
+    monkeypatch.setattr(ls, "MIN_PICTURES", 1); monkeypatch.setattr(ls, "MIN_PICTURES_IN", {})
+    _write(tmp_path, "01_a.ipynb", [_md("# A"), _code("f()", _pic(_png()))])
+    for name in ("11b_checking", "11c_checks_data", "11j_exercises"): _write(tmp_path, f"{name}.ipynb", [_md("# C")])
+    assert ls.main(["--nbs", str(tmp_path), "--check"]) == 0
+    _write(tmp_path, "02_b.ipynb", [_md("# B")])   # a lesson without a picture does count: 1 of 2 lessons
+    assert ls.main(["--nbs", str(tmp_path), "--check"]) == 1
+    assert "lessons without a picture: 1 of 2 (the check notebooks not counted)" in capsys.readouterr().out
 
 
 def test_check_passes_when_thresholds_hold(tmp_path, monkeypatch, capsys):
