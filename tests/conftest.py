@@ -59,3 +59,16 @@ def _linear_batches(n=8, bs=32, n_in=20, n_out=4, seed=0):
 def linear_batches():
     "A factory of small synthetic batches for unit tests of training mechanics (never for accuracy claims)."
     return _linear_batches
+
+
+# ==== the private picture cache of tests/test_images.py and tests/test_predict.py ====
+@pytest.fixture(scope='module')
+def image_cache(tmp_path_factory):
+    "A private MINIAI_CACHE for one test module's picture conversions (subprocesses inherit it), Fashion-MNIST's cache linked in."
+    from miniai.datasets import cache_dir
+    old, new = os.environ.get('MINIAI_CACHE'), tmp_path_factory.mktemp('cache')
+    if (cache_dir()/'fashion_mnist').is_dir(): (new/'fashion_mnist').symlink_to(cache_dir()/'fashion_mnist')
+    os.environ['MINIAI_CACHE'] = str(new)
+    yield new
+    if old is None: os.environ.pop('MINIAI_CACHE', None)
+    else: os.environ['MINIAI_CACHE'] = old

@@ -1,5 +1,5 @@
 "Image folders as training data (`miniai.images`, `miniai train --images`): layouts, modes, sizes, the cache, bad input."
-import os, shutil
+import shutil
 
 import pytest
 import torch
@@ -7,26 +7,14 @@ from PIL import Image
 
 
 @pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-    "A private MINIAI_CACHE for this module's conversions (subprocesses inherit it), with Fashion-MNIST's cache linked in."
-    from miniai.datasets import cache_dir
-    old, new = os.environ.get('MINIAI_CACHE'), tmp_path_factory.mktemp('cache')
-    if (cache_dir()/'fashion_mnist').is_dir(): (new/'fashion_mnist').symlink_to(cache_dir()/'fashion_mnist')
-    os.environ['MINIAI_CACHE'] = str(new)
-    yield new
-    if old is None: os.environ.pop('MINIAI_CACHE', None)
-    else: os.environ['MINIAI_CACHE'] = old
-
-
-@pytest.fixture(scope='module')
-def colour_flat(tmp_path_factory, cache):
+def colour_flat(tmp_path_factory, image_cache):
     "300 real Fashion-MNIST pictures of 3 classes in DIR/<class>/: greyscale 28×28 and resized, colour at other sizes."
     from miniai.images import write_fashion_folder
     return write_fashion_folder(tmp_path_factory.mktemp('data')/'flat', n_per_class=100)
 
 
 @pytest.fixture(scope='module')
-def grey_split(tmp_path_factory, cache):
+def grey_split(tmp_path_factory, image_cache):
     "Greyscale pictures (28×28 and resized) in DIR/train/<class>/ + DIR/valid/<class>/."
     from miniai.images import write_fashion_folder
     return write_fashion_folder(tmp_path_factory.mktemp('data')/'split', n_per_class=60, layout='split', colour=0)
@@ -123,7 +111,7 @@ def _truncated(root):
     (lambda p: _folder(p/'ok2', 'cat/1.png', 'dog/1.png'), ['--subset', '100'], 'for Fashion-MNIST'),
     (lambda p: _truncated(p/"t"), [], "3.png is not a readable image"),
 ])
-def test_bad_folders_are_one_line_exit_2_nothing_written(tmp_path, capsys, cache, make, extra, msg):
+def test_bad_folders_are_one_line_exit_2_nothing_written(tmp_path, capsys, image_cache, make, extra, msg):
     import miniai.train as mt
     path, out = make(tmp_path), tmp_path/'run'
     assert mt.main(['train', '--images', str(path), '--recipe', 'simple_cnn', '--epochs', '1', '--out', str(out), *extra]) == 2
@@ -132,7 +120,7 @@ def test_bad_folders_are_one_line_exit_2_nothing_written(tmp_path, capsys, cache
     assert not out.exists() or not any(out.iterdir())       # no partial report
 
 
-def test_skip_bad_skips_and_counts(tmp_path, capsys, cache):
+def test_skip_bad_skips_and_counts(tmp_path, capsys, image_cache):
     from miniai.images import image_folder_data, ImageFolderError
     path = _truncated(tmp_path/'t')
     with pytest.raises(ImageFolderError, match='--skip-bad'): image_folder_data(path, progress=False)
@@ -141,7 +129,7 @@ def test_skip_bad_skips_and_counts(tmp_path, capsys, cache):
     assert 'unreadable' in data.summary()
 
 
-def test_truncated_picture_from_the_command_line(tmp_path, cache):
+def test_truncated_picture_from_the_command_line(tmp_path, image_cache):
     "The real command: a subprocess, exit status 2, one line naming the file, no traceback."
     import subprocess, sys
     path = _truncated(tmp_path/'t')

@@ -15,19 +15,7 @@ def miniai(*args, exe=None):
 
 
 @pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-    "A private MINIAI_CACHE for this module's conversions (subprocesses inherit it), with Fashion-MNIST's cache linked in."
-    from miniai.datasets import cache_dir
-    old, new = os.environ.get('MINIAI_CACHE'), tmp_path_factory.mktemp('cache')
-    if (cache_dir()/'fashion_mnist').is_dir(): (new/'fashion_mnist').symlink_to(cache_dir()/'fashion_mnist')
-    os.environ['MINIAI_CACHE'] = str(new)
-    yield new
-    if old is None: os.environ.pop('MINIAI_CACHE', None)
-    else: os.environ['MINIAI_CACHE'] = old
-
-
-@pytest.fixture(scope='module')
-def images_run(tmp_path_factory, cache):
+def images_run(tmp_path_factory, image_cache):
     "The default recipe (flips, 'auto' precision) trained from the command line on 3 classes of real pictures at 32×32."
     from miniai.images import write_fashion_folder
     root = tmp_path_factory.mktemp('images')
@@ -38,7 +26,7 @@ def images_run(tmp_path_factory, cache):
 
 
 @pytest.fixture(scope='module')
-def fashion_run(tmp_path_factory, cache):
+def fashion_run(tmp_path_factory, image_cache):
     "A short Fashion-MNIST run of the lessons' CNN (written as `miniai train` always wrote them)."
     out = tmp_path_factory.mktemp('fashion')/'run'
     res = miniai('train', '--recipe', 'simple_cnn', '--epochs', '1', '--subset', '2048', '--bs', '128', '--out', out)
