@@ -42,8 +42,11 @@ data:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	else echo "data: no apt-get; the first load will download Fashion-MNIST from the HF hub"; fi
 
+# the report goes to $(OUT), except for your own pictures (TRAIN_ARGS="--images DIR"): miniai names their folder
+# runs/DIR-RECIPE, so a Fashion-MNIST report is not overwritten (OUT=... on the command line still decides)
+TRAIN_OUT = $(if $(filter command line environment,$(origin OUT)),--out $(OUT),$(if $(findstring --images,$(TRAIN_ARGS))$(findstring --out,$(TRAIN_ARGS)),,--out $(OUT)))
 train: setup data
-	$(VENV)/bin/miniai train --out $(OUT) $(TRAIN_ARGS)
+	$(VENV)/bin/miniai train $(TRAIN_OUT) $(TRAIN_ARGS)
 
 test: setup data
 	$(PY) -m pytest tests --durations=15 -ra $(PYTEST_ARGS)
