@@ -4,7 +4,6 @@ an evaluation pass right after `load`} ends bit-identical to its uninterrupted r
 checkpoint file (the cases: `tests/compose_cases.py`). Plus torcheval's accuracy reduced over processes equal to
 miniai's, a callback replaced in place running, and loaded averages landing on the model's device. The CUDA cases
 run in `make gpu-check` and skip elsewhere."""
-import os, socket, subprocess, sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 import compose_cases as C
+from launch import torchrun
 from miniai.averaging import EMACB, LookaheadCB, _float_state
 from miniai.checkpoint import deterministic_training, read_checkpoint
 from miniai.callbacks import Callback
@@ -94,17 +94,10 @@ def test_a_callback_replaced_in_place_runs(tmp_path):
 
 
 # ---- data parallel: 2 gloo processes under torchrun ----
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
 @pytest.fixture(scope='module')
 def ddp_results(tmp_path_factory):
     out = tmp_path_factory.mktemp('ddp')
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg'}
-    res = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2', '--master-port',
-                          str(_free_port()), Path(__file__).with_name('compose_cases.py'), out],
-                         capture_output=True, text=True, env=env, timeout=300)
+    res = torchrun(Path(__file__).with_name('compose_cases.py'), out)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-5000:]
     return [torch.load(out/f'rank{r}.pt', weights_only=False) for r in range(2)]
 

@@ -2,18 +2,16 @@
 weights, only rank 0 writes or prints, and a global batch that does not divide by the processes is refused. The runs
 pin `--device cpu`, so they are the same on a GPU machine; an NCCL run needs two GPUs and is skipped elsewhere. Which
 process gets which GPU (and the one-line refusal when there are too few) is tested with the GPU count patched."""
-import json, os, socket, subprocess, sys, textwrap
+import json, textwrap
 
 import pytest
 import torch
 
+from launch import run, torchrun
+
 # 4 optimizer steps (512 images, global batch 128) of the simple_cnn recipe: no random augmentation, so both runs see
 # the same batches in the same order, and DistBatchNorm normalises with the global batch's statistics.
 COMMON = ['--recipe', 'simple_cnn', '--epochs', '1', '--bs', '128', '--seed', '1', '--subset', '512', '--device', 'cpu']
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 # Runs `miniai` (as `python -m miniai` does) after installing an audit hook that logs, per rank, every file opened
 # for writing, created, renamed or removed inside AUDIT_DIR. Rank 0's log shows the hook sees the report being written.
@@ -36,12 +34,6 @@ AUDIT = textwrap.dedent('''
     runpy.run_module('miniai', run_name='__main__', alter_sys=True)
 ''')
 
-def run(cmd, **kw):
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg', **(kw.pop('env', None) or {})}
-    return subprocess.run([sys.executable, *map(str, cmd)], capture_output=True, text=True, env=env, timeout=300, **kw)
-
-def torchrun(*args, env=None):
-    return run(['-m', 'torch.distributed.run', '--nproc-per-node', '2', '--master-port', free_port(), *args], env=env)
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
@@ -151,7 +143,6 @@ def test_resume_under_torchrun_is_exact(tmp_path):
     assert strip(ra['history']) == strip(rb['history']) and ra['processes'] == rb['processes'] == 2
 
 # ---- processes to GPUs: `rank_device` under torchrun's variables, with the machine's GPU count patched ----
-from unittest import mock
 from miniai.distributed import NotEnoughGPUsError, ddp_setup, rank_device
 
 def _as_rank(monkeypatch, local, world, n_gpus):
