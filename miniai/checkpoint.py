@@ -19,7 +19,8 @@ from .learner import Learner
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'rng_states', 'set_rng_states', 'atomic_save', 'CheckpointError', 'checkpoint_state',
-           'read_checkpoint', 'check_fits', 'ResumeCB', 'load_checkpoint', 'CheckpointCB', 'deterministic_training']
+           'load_weights_only', 'read_checkpoint', 'check_fits', 'ResumeCB', 'load_checkpoint', 'CheckpointCB',
+           'deterministic_training']
 
 # %% ../nbs/05a_checkpoint.ipynb #12fbdcb3
 def rng_states() -> dict:
@@ -89,19 +90,24 @@ def checkpoint_state(learn, epochs_done: int) -> dict:
             'rng': rng_states()}
 
 # %% ../nbs/05a_checkpoint.ipynb #7a527f7d
+def load_weights_only(path, what, error, refused_note=''):
+    """`torch.load(path)` onto the CPU with `weights_only=True`: tensors and plain values only, no code runs. A file
+    that refers to code, or cannot be read, raises `error` with one line naming `path` and the `what` it should be."""
+    try: return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = re.search(r'GLOBAL (\S+)', str(e))   # the weights-only unpickler met a reference to code
+        if not refused: raise error(f"{path}: not a readable {what} (truncated or corrupt?)") from None
+        raise error(f"{path}: refused: it refers to `{refused.group(1)}`, which a {what} never does (loading it could "
+                    f"run code); nothing in it was run.{refused_note}") from None
+    except Exception as e:  # torch.load raises many types for damaged files (zip, pickle, EOF, runtime errors)
+        raise error(f"{path}: not a readable {what} (truncated or corrupt?): {_first_line(e)}") from None
+
 def read_checkpoint(path) -> dict:
     "Load and sanity-check a checkpoint file without running any code from it; errors name the file and what is wrong."
     path = Path(path)
     if not path.is_file(): raise CheckpointError(f"{path}: no such checkpoint file.")
-    try: state = torch.load(path, map_location='cpu', weights_only=True)   # tensors and plain values only: no code runs
-    except pickle.UnpicklingError as e:
-        refused = re.search(r'GLOBAL (\S+)', str(e))   # the weights-only unpickler met a reference to code
-        if not refused: raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?)") from None
-        raise CheckpointError(f"{path}: refused: it refers to `{refused.group(1)}`, which a miniai checkpoint never does "
-                              "(loading it could run code); nothing in it was run. Checkpoints from miniai before "
-                              "format 2 are refused too: they held NumPy arrays.") from None
-    except Exception as e:  # torch.load raises many types for damaged files (zip, pickle, EOF, runtime errors)
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {_first_line(e)}") from None
+    state = load_weights_only(path, 'checkpoint', CheckpointError, refused_note=" Checkpoints from miniai before "
+                              "format 2 are refused too: they held NumPy arrays.")
     if not isinstance(state, dict) or 'model' not in state or not isinstance(state.get('format'), int):
         raise CheckpointError(f"{path}: not a miniai checkpoint (format {CHECKPOINT_FORMAT} expected).")
     if state['format'] != CHECKPOINT_FORMAT:

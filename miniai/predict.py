@@ -6,7 +6,7 @@ Docs: https://miniai.github.io/miniai/predict.html.md"""
 
 # %% ../nbs/20a_predict.ipynb #286a7e49
 from __future__ import annotations
-import argparse, json, pickle, re, sys
+import argparse, json, sys
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ from PIL import Image
 
 from .conv import def_device
 from .datablock import ImageReadError, get_files, image_extensions
-from .checkpoint import CheckpointError, check_fits
+from .checkpoint import CheckpointError, check_fits, load_weights_only
 from .augment import hflip
 from .accel import matmul_small_convs
 from .recipes import RECIPES
@@ -49,14 +49,7 @@ def _read_weights(fn: Path) -> dict:
     "The state dict in `fn`, loaded with `weights_only=True` (tensors only: nothing in the file can run)."
     if not fn.is_file(): raise RunError(f"{fn.parent} has no model.pth: the run did not finish (its checkpoint.pth can "
                                         "be resumed with `miniai train --resume`).")
-    try: sd = torch.load(fn, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        refused = re.search(r'GLOBAL (\S+)', str(e))   # the weights-only unpickler met a reference to code, as in 05a
-        if not refused: raise RunError(f"{fn}: not a readable model file (truncated or damaged?).") from None
-        raise RunError(f"{fn}: refused: it refers to `{refused.group(1)}`, which a model file never does (loading it "
-                       "could run code); nothing in it was run.") from None
-    except Exception as e:   # torch.load raises many types for damaged files (zip, pickle, EOF, runtime errors)
-        raise RunError(f"{fn}: not a readable model file (truncated or damaged?): {type(e).__name__}.") from None
+    sd = load_weights_only(fn, 'model file', RunError)   # tensors only: nothing in the file can run (05a)
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise RunError(f"{fn}: not a model's weights (a state dict of tensors was expected).")
     return sd

@@ -112,7 +112,7 @@ def _old_version(p):
     r = json.loads((p/'metrics.json').read_text()); del r['format']; (p/'metrics.json').write_text(json.dumps(r))
 
 @pytest.mark.parametrize('damage, msg', [
-    (lambda p: (p/'model.pth').write_bytes((p/'model.pth').read_bytes()[:3000]), 'truncated or damaged'),
+    (lambda p: (p/'model.pth').write_bytes((p/'model.pth').read_bytes()[:3000]), 'truncated or corrupt'),
     (lambda p: (p/'model.pth').write_bytes(b'garbage'*100), 'not a readable model file'),
     (_pickled_code, 'refused'),
     (lambda p: (p/'model.pth').unlink(), 'has no model.pth'),
