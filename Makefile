@@ -44,7 +44,7 @@ data:
 
 # the report goes to $(OUT), except for your own pictures (TRAIN_ARGS="--images DIR"): miniai names their folder
 # runs/DIR-RECIPE, so a Fashion-MNIST report is not overwritten (OUT=... on the command line still decides)
-TRAIN_OUT = $(if $(filter command line environment,$(origin OUT)),--out $(OUT),$(if $(findstring --images,$(TRAIN_ARGS))$(findstring --out,$(TRAIN_ARGS)),,--out $(OUT)))
+TRAIN_OUT = $(if $(filter command line environment,$(origin OUT)),--out $(OUT),$(if $(findstring --images,$(TRAIN_ARGS)),,--out $(OUT)))
 train: setup data
 	$(VENV)/bin/miniai train $(TRAIN_OUT) $(TRAIN_ARGS)
 
